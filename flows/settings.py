@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     payload_api_key: SecretStr | None = Field(
         default=None, description="A Payload API key, sent as `<collection> API-Key <key>`."
     )
-    payload_email: str | None = Field(default=None, description="Login e-mail (re-login on expiry).")
+    payload_email: str | None = Field(
+        default=None, description="Login e-mail (re-login on expiry)."
+    )
     payload_password: SecretStr | None = Field(default=None, description="Login password.")
     payload_auth_collection: str = Field(
         default="users", description="The auth-enabled collection used to log in / for API keys."
