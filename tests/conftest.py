@@ -10,3 +10,68 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+
+# --- Demo Payload API fixtures (flows/demo) -------------------------------------------------
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from flows.demo.generator import Dataset, generate
+from flows.demo.server import DemoServer
+from flows.demo.store import Store
+
+DEMO_SMALL = ("small", 1, 42)
+
+
+@pytest.fixture(scope="session")
+def demo_dataset_small() -> Dataset:
+    """The small preset (seed 42). Documents are shared: treat them as read-only."""
+    return generate(*DEMO_SMALL)
+
+
+def _store_for(dataset: Dataset) -> Store:
+    # A fresh Store per server: change batches replace documents in the Store's own dicts,
+    # never the dataset's objects, so servers never see each other's changes.
+    return Store(dataset.collections, dataset.reference_time)
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_dataset_small: Dataset) -> Iterator[DemoServer]:
+    """One started demo API over the small preset for the whole session. Read-only use: do
+    not change its data, faults or tokens (use `make_demo_server` for that)."""
+    server = DemoServer(_store_for(demo_dataset_small), seed=42).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_admin_token(demo_server: DemoServer) -> str:
+    return demo_server.admin_token()
+
+
+@pytest.fixture
+def make_demo_server(
+    demo_dataset_small: Dataset,
+) -> Iterator[Callable[..., DemoServer]]:
+    """Factory: `make_demo_server(preset="small", scale=1, seed=42, **DemoServer kwargs)` returns
+    a started server with its own Store; all are stopped at teardown."""
+    servers: list[DemoServer] = []
+
+    def factory(preset: str = "small", scale: int = 1, seed: int = 42, **kwargs: Any) -> DemoServer:
+        if (preset, scale, seed) == DEMO_SMALL:
+            dataset = demo_dataset_small
+        else:
+            dataset = generate(preset, scale, seed)
+        server = DemoServer(_store_for(dataset), seed=seed, **kwargs).start()
+        servers.append(server)
+        return server
+
+    try:
+        yield factory
+    finally:
+        for server in servers:
+            server.stop()

@@ -42,9 +42,7 @@ class Store:
         self.collections: dict[str, dict[int, Document]] = {
             name: {doc["id"]: doc for doc in docs} for name, docs in data.items()
         }
-        self._next_ids = {
-            name: max(docs, default=0) + 1 for name, docs in self.collections.items()
-        }
+        self._next_ids = {name: max(docs, default=0) + 1 for name, docs in self.collections.items()}
         self._clock = now.astimezone(UTC)
         # Bumped on every mutation of a collection; readers use it to invalidate caches.
         self.versions: dict[str, int] = dict.fromkeys(self.collections, 0)
@@ -89,6 +87,21 @@ class Store:
             if collection in TRASH_ENABLED:
                 doc.setdefault("deletedAt", None)
             self.collections[collection][doc_id] = doc
+            self._touch(collection)
+            return doc
+
+    def insert_raw(self, collection: str, doc: Document) -> Document:
+        """Store a document exactly as given (no validation, no timestamps): for tests that need
+        malformed documents among good ones. An id is assigned only if the document has none."""
+        with self.lock:
+            docs = self.collections.setdefault(collection, {})
+            self.versions.setdefault(collection, 0)
+            doc_id = doc.get("id")
+            if not isinstance(doc_id, int):
+                doc_id = self._next_ids.get(collection, max(docs, default=0) + 1)
+                doc = {"id": doc_id, **doc}
+            docs[doc_id] = doc
+            self._next_ids[collection] = max(self._next_ids.get(collection, 1), doc_id + 1)
             self._touch(collection)
             return doc
 
