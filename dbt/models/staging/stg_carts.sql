@@ -1,0 +1,23 @@
+with
+
+source as (
+    select * from {{ source('ecommerce', 'carts') }}
+),
+
+renamed as (
+    select
+        cast(id as {{ dbt.type_bigint() }}) as cart_id,
+        cast(customer as {{ dbt.type_bigint() }}) as customer_id,
+        -- Payload computes a cart's status when it is read (active / purchased / abandoned):
+        -- this is the value at load time.
+        status,
+        cast(subtotal as {{ dbt.type_bigint() }}) as subtotal_cents,
+        upper(currency) as currency,
+        {{ utc_timestamp('purchased_at') }} as purchased_at,
+        {{ utc_timestamp('created_at') }} as created_at,
+        {{ utc_timestamp('updated_at') }} as updated_at,
+        {{ utc_timestamp('_loaded_at') }} as loaded_at
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,28 @@
+-- One row per entry of an order's `items` JSON array. Payload stores no price on a line: only
+-- the product, the optional variant and the quantity (the price is derived in fact_order_items).
+with
+
+orders as (
+    select * from {{ source('ecommerce', 'orders') }}
+),
+
+items as (
+    select *
+    from {{ json_array_elements(
+        'orders', 'id', 'items',
+        [('id', 'varchar'), ('product', 'bigint'), ('variant', 'bigint'), ('quantity', 'bigint')]
+    ) }} as exploded
+),
+
+renamed as (
+    select
+        "id" as order_item_id,
+        cast(parent_id as {{ dbt.type_bigint() }}) as order_id,
+        cast(position as {{ dbt.type_int() }}) as line_number,
+        "product" as product_id,
+        "variant" as variant_id,
+        "quantity" as quantity
+    from items
+)
+
+select * from renamed

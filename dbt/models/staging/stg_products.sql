@@ -1,0 +1,31 @@
+-- Trashed products (Payload soft delete) and drafts are kept, flagged: orders keep referencing
+-- them, so dimensions need them; consumers filter with is_deleted / is_draft.
+with
+
+source as (
+    select * from {{ source('ecommerce', 'products') }}
+),
+
+renamed as (
+    select
+        cast(id as {{ dbt.type_bigint() }}) as product_id,
+        title as product_name,
+        slug as product_slug,
+        description,
+        -- the price only applies when Payload's per-currency switch is on
+        case
+            when coalesce(price_in_usd_enabled, true) then cast(price_in_usd as {{ dbt.type_bigint() }})
+        end as price_cents,
+        cast(inventory as {{ dbt.type_bigint() }}) as inventory,
+        coalesce(enable_variants, false) as has_variants,
+        coalesce(_status, 'published') as publish_status,
+        coalesce(_status, 'published') = 'draft' as is_draft,
+        deleted_at is not null as is_deleted,
+        {{ utc_timestamp('deleted_at') }} as deleted_at,
+        {{ utc_timestamp('created_at') }} as created_at,
+        {{ utc_timestamp('updated_at') }} as updated_at,
+        {{ utc_timestamp('_loaded_at') }} as loaded_at
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,159 @@
+"""An independent oracle: the marts' headline numbers computed in plain Python straight from
+Payload documents (the demo generator's / store's), with the rules documented in
+docs/transform.md. Nothing here reads dbt's SQL."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from flows.transform.dbt_project import DBT_PROJECT_DIR
+
+REVENUE_STATUSES = frozenset({"processing", "completed"})
+Documents = Mapping[str, list[dict[str, Any]]]
+
+
+def _utc_date(stamp: str) -> date:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).date()
+
+
+def _month(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _months_between(start: date, end: date) -> int:
+    return (end.year - start.year) * 12 + end.month - start.month
+
+
+def _usd(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+
+
+def revenue_orders(docs: Documents) -> list[dict[str, Any]]:
+    return [o for o in docs["orders"] if o["status"] in REVENUE_STATUSES]
+
+
+def monthly_revenue(docs: Documents) -> dict[date, Decimal]:
+    """Revenue-bearing order amounts per UTC month of creation (guests included)."""
+    totals: dict[date, int] = defaultdict(int)
+    for order in revenue_orders(docs):
+        totals[_month(_utc_date(order["createdAt"]))] += order["amount"]
+    return {month: _usd(cents) for month, cents in totals.items()}
+
+
+@dataclass(frozen=True)
+class Rfm:
+    recency_days: int
+    frequency: int
+    monetary_usd: Decimal
+    r_score: int
+    f_score: int
+    m_score: int
+    segment: str
+
+
+def _ntile(ordered_keys: list[int], buckets: int = 5) -> dict[int, int]:
+    """SQL ntile(): the first n % buckets groups hold one row more."""
+    count = len(ordered_keys)
+    size, extra = divmod(count, buckets)
+    scores: dict[int, int] = {}
+    position = 0
+    for bucket in range(1, buckets + 1):
+        take = size + (1 if bucket <= extra else 0)
+        for key in ordered_keys[position : position + take]:
+            scores[key] = bucket
+        position += take
+    return scores
+
+
+def segment_table() -> dict[tuple[int, int], str]:
+    with (DBT_PROJECT_DIR / "seeds" / "rfm_segments.csv").open() as handle:
+        return {
+            (int(row["r_score"]), int(row["fm_score"])): row["segment"]
+            for row in csv.DictReader(handle)
+        }
+
+
+def customer_rfm(docs: Documents) -> dict[int, Rfm]:
+    as_of = max(_utc_date(o["createdAt"]) for o in docs["orders"])
+    last: dict[int, date] = {}
+    frequency: dict[int, int] = defaultdict(int)
+    cents: dict[int, int] = defaultdict(int)
+    for order in revenue_orders(docs):
+        customer = order.get("customer")
+        if customer is None:
+            continue
+        day = _utc_date(order["createdAt"])
+        last[customer] = max(last.get(customer, day), day)
+        frequency[customer] += 1
+        cents[customer] += order["amount"]
+    recency = {c: (as_of - d).days for c, d in last.items()}
+    customers = list(last)
+    r = _ntile(sorted(customers, key=lambda c: (-recency[c], cents[c], c)))
+    f = _ntile(sorted(customers, key=lambda c: (frequency[c], cents[c], c)))
+    m = _ntile(sorted(customers, key=lambda c: (cents[c], frequency[c], c)))
+    segments = segment_table()
+    return {
+        c: Rfm(
+            recency_days=recency[c],
+            frequency=frequency[c],
+            monetary_usd=_usd(cents[c]),
+            r_score=r[c],
+            f_score=f[c],
+            m_score=m[c],
+            segment=segments[(r[c], (f[c] + m[c] + 1) // 2)],
+        )
+        for c in customers
+    }
+
+
+@dataclass(frozen=True)
+class CohortCell:
+    cohort_size: int
+    active_customers: int
+    revenue_usd: Decimal
+    cumulative_revenue_usd: Decimal
+
+
+def cohort_retention(docs: Documents) -> dict[tuple[date, int], CohortCell]:
+    """(cohort month, months since first order) -> cell, dense up to the newest order month."""
+    newest_month = _month(max(_utc_date(o["createdAt"]) for o in docs["orders"]))
+    first: dict[int, tuple[str, int]] = {}
+    for order in revenue_orders(docs):
+        customer = order.get("customer")
+        if customer is None:
+            continue
+        key = (order["createdAt"], order["id"])
+        if customer not in first or key < first[customer]:
+            first[customer] = key
+    cohort_of = {c: _month(_utc_date(stamp)) for c, (stamp, _) in first.items()}
+    sizes: dict[date, int] = defaultdict(int)
+    for month in cohort_of.values():
+        sizes[month] += 1
+    active: dict[tuple[date, int], set[int]] = defaultdict(set)
+    revenue: dict[tuple[date, int], int] = defaultdict(int)
+    for order in revenue_orders(docs):
+        customer = order.get("customer")
+        if customer is None:
+            continue
+        cohort = cohort_of[customer]
+        offset = _months_between(cohort, _month(_utc_date(order["createdAt"])))
+        active[(cohort, offset)].add(customer)
+        revenue[(cohort, offset)] += order["amount"]
+    cells: dict[tuple[date, int], CohortCell] = {}
+    for cohort, size in sizes.items():
+        running = 0
+        for offset in range(_months_between(cohort, newest_month) + 1):
+            running += revenue[(cohort, offset)]
+            cells[(cohort, offset)] = CohortCell(
+                cohort_size=size,
+                active_customers=len(active[(cohort, offset)]),
+                revenue_usd=_usd(revenue[(cohort, offset)]),
+                cumulative_revenue_usd=_usd(running),
+            )
+    return cells
