@@ -1,0 +1,382 @@
+"""One Iceberg commit per collection load: upsert / full replace / reconcile + the cursor.
+
+Why not `Table.upsert` or `delete` + `append`: `upsert` scans with a per-row OR filter, and
+`delete` + `append` leave two snapshots. Here one transaction:
+
+1. evolves the schema (new columns; int -> long, float -> double), or refuses with
+   `SchemaEvolutionError` before anything is written;
+2. reads only the `id`/`updated_at` columns of the current data files to find which files hold a
+   replaced or deleted id (column pruning: cheap even at 10x volume);
+3. rewrites only those files without the replaced/deleted rows, writes the new rows as new
+   Parquet files, and swaps them in with a single `overwrite` snapshot (a plain `append`
+   snapshot when nothing is replaced);
+4. stores the cursor in the table properties and the snapshot summary, in the same commit.
+
+Every commit asserts that `main` still points at the snapshot we read. If a concurrent writer won
+the race (`CommitFailedException`) we reload and redo the whole write (bounded); rows older than
+what the table already holds (the other writer read a newer version) are not written back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationException,
+)
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import AssertRefSnapshotId
+from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
+
+from flows.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from flows.lakehouse.schema import (
+    ICEBERG_TYPES,
+    JSON_DOC,
+    Kind,
+    arrow_schema_for,
+    conform,
+    kind_of_iceberg_field,
+    new_table_schema,
+)
+from flows.source.paginator import Cursor
+
+log = logging.getLogger(__name__)
+
+CURSOR_PROPERTY = "payload.cursor"
+LOAD_ID_PROPERTY = "payload.load-id"
+MAX_COMMIT_ATTEMPTS = 6
+# We retry conflicts ourselves, from a fresh read: pyiceberg's own retry would rebase the
+# snapshot onto the winner's, which for an upsert could duplicate ids.
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+
+@dataclass
+class WritePlan:
+    collection: str
+    fields: list[tuple[str, Kind]]  # every column the data may carry, metadata included
+    data: pa.Table | None  # deduplicated rows (None/empty: nothing read)
+    load_id: str
+    replace_all: bool = False  # full refresh
+    reconcile_ids: set[int] | None = None  # reconcile: every id that exists upstream
+    cursor_after: Cursor | None = None
+
+
+@dataclass
+class WriteResult:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    snapshot_id: int | None = None
+    committed: bool = False
+    cursor_before: Cursor | None = None
+    cursor_after: Cursor | None = None
+    attempts: int = 0
+    skipped_stale: int = 0
+    files_rewritten: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def read_cursor(table: Table | None) -> Cursor | None:
+    if table is None:
+        return None
+    value = table.properties.get(CURSOR_PROPERTY)
+    return Cursor.decode(value) if value else None
+
+
+def load_table(catalog: Catalog, identifier: str) -> Table | None:
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return None
+
+
+def load_or_create(catalog: Catalog, identifier: str, fields: list[tuple[str, Kind]]) -> Table:
+    table = load_table(catalog, identifier)
+    if table is not None:
+        return table
+    schema = new_table_schema(fields)
+    try:
+        return catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
+    except TableAlreadyExistsError:  # a concurrent run created it first
+        return catalog.load_table(identifier)
+    except NoSuchNamespaceError:  # prepare_lakehouse was not called: create it now
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(identifier.rsplit(".", 1)[0])
+        return catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
+
+
+def evolve_schema(txn: Transaction, collection: str, fields: list[tuple[str, Kind]]) -> None:
+    """Add new columns and widen where Iceberg allows; refuse anything else (nothing staged)."""
+    schema = txn.table_metadata.schema()
+    to_add: list[tuple[str, Kind]] = []
+    to_widen: list[tuple[str, LongType | DoubleType]] = []
+    for name, kind in fields:
+        try:
+            current = schema.find_field(name)
+        except ValueError:
+            to_add.append((name, kind))
+            continue
+        current_kind = kind_of_iceberg_field(current)
+        if current_kind is kind or {current_kind, kind} == {Kind.STRING, Kind.JSON}:
+            if isinstance(current.field_type, IntegerType):
+                to_widen.append((name, LongType()))
+            elif isinstance(current.field_type, FloatType):
+                to_widen.append((name, DoubleType()))
+            continue
+        raise SchemaEvolutionError(collection, name, str(current.field_type), kind.value)
+    if not to_add and not to_widen:
+        return
+    with txn.update_schema() as update:
+        for name, kind in to_add:
+            update.add_column(
+                name, ICEBERG_TYPES[kind], doc=JSON_DOC if kind is Kind.JSON else None
+            )
+        for name, wider in to_widen:
+            update.update_column(name, field_type=wider)
+    log.info(
+        "%s: schema evolved (added %s, widened %s)",
+        collection,
+        [n for n, _ in to_add],
+        [n for n, _ in to_widen],
+    )
+
+
+@dataclass
+class _FileKeys:
+    task: FileScanTask
+    ids: pa.Array
+    updated_at: pa.Array
+
+
+def _existing_keys(metadata: TableMetadata, table: Table) -> list[_FileKeys]:
+    """`id` + `updated_at` of every current data file (column pruning keeps this cheap)."""
+    if table.current_snapshot() is None:
+        return []
+    schema = metadata.schema()
+    key_columns = [c for c in ("id", "updated_at") if c in schema.column_names]
+    projected = schema.select(*key_columns)
+    result = []
+    for task in table.scan().plan_files():  # files do not depend on the (evolved) schema
+        keys = ArrowScan(metadata, table.io, projected, AlwaysTrue()).to_table([task])
+        updated = (
+            keys.column("updated_at").combine_chunks()
+            if "updated_at" in keys.column_names
+            else pa.nulls(len(keys), pa.timestamp("us", tz="UTC"))
+        )
+        result.append(_FileKeys(task, keys.column("id").combine_chunks(), updated))
+    return result
+
+
+def _drop_stale(data: pa.Table, files: list[_FileKeys]) -> tuple[pa.Table, int]:
+    """Drop incoming rows older than the table's copy (a concurrent run wrote a newer one)."""
+    if not files or len(data) == 0:
+        return data, 0
+    incoming_ids = data.column("id").combine_chunks()
+    old_ids: list[pa.Array] = []
+    old_updated: list[pa.Array] = []
+    for keys in files:
+        mask = pc.is_in(keys.ids, value_set=incoming_ids)
+        if pc.any(mask).as_py():
+            old_ids.append(pc.filter(keys.ids, mask))
+            old_updated.append(pc.filter(keys.updated_at, mask))
+    if not old_ids:
+        return data, 0
+    newest_old: dict[int, int | None] = {}
+    for ids, stamps in zip(old_ids, old_updated, strict=True):
+        for doc_id, stamp in zip(
+            ids.to_pylist(), pc.cast(stamps, pa.int64()).to_pylist(), strict=True
+        ):
+            newest_old[doc_id] = stamp
+    new_stamps = pc.cast(data.column("updated_at"), pa.int64()).to_pylist()
+    keep = [
+        (old := newest_old.get(doc_id)) is None or stamp is None or stamp >= old
+        for doc_id, stamp in zip(incoming_ids.to_pylist(), new_stamps, strict=True)
+    ]
+    kept = data.filter(pa.array(keep))
+    return kept, len(data) - len(kept)
+
+
+def _write_files(
+    metadata: TableMetadata,
+    table: Table,
+    data: pa.Table,
+    commit_uuid: uuid.UUID,
+    counter: itertools.count[int],
+) -> list[DataFile]:
+    if len(data) == 0:
+        return []
+    return list(
+        _dataframe_to_data_files(
+            table_metadata=metadata,
+            df=data,
+            io=table.io,
+            write_uuid=commit_uuid,
+            counter=counter,
+        )
+    )
+
+
+def _attempt(
+    catalog: Catalog, identifier: str, plan: WritePlan, result: WriteResult
+) -> WriteResult:
+    table = load_or_create(catalog, identifier, plan.fields)
+    cursor_before = read_cursor(table)
+    result.cursor_before = cursor_before
+    snapshot = table.current_snapshot()
+    txn = table.transaction()
+    # Optimistic concurrency: the commit fails if anyone committed since we loaded the table.
+    requirement = AssertRefSnapshotId.model_validate(
+        {"ref": "main", "snapshot-id": snapshot.snapshot_id if snapshot else None}
+    )
+    txn._apply((), (requirement,))
+    evolve_schema(txn, plan.collection, plan.fields)
+    # `txn.table_metadata` re-applies every staged update (deep copies): read it once.
+    metadata = txn.table_metadata
+    target = arrow_schema_for(metadata.schema())
+
+    data = (
+        conform(plan.data, target)
+        if plan.data is not None
+        else conform(pa.table({"id": pa.array([], pa.int64())}), target)
+    )
+    files = _existing_keys(metadata, table)
+    existing_ids = (
+        pa.chunked_array([f.ids for f in files], type=pa.int64()).combine_chunks()
+        if files
+        else pa.array([], pa.int64())
+    )
+
+    skipped = 0
+    if not plan.replace_all:
+        data, skipped = _drop_stale(data, files)
+    result.skipped_stale = skipped
+    gone = pa.array([], pa.int64())
+    if plan.reconcile_ids is not None and not plan.replace_all:
+        alive = pa.array(sorted(plan.reconcile_ids), pa.int64())
+        gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
+        # A row read earlier in this run whose document vanished upstream since: not written.
+        data = data.filter(pc.is_in(data.column("id"), value_set=alive))
+    incoming_ids = data.column("id").combine_chunks()
+    in_table = pc.is_in(incoming_ids, value_set=existing_ids)
+    updated = int(pc.sum(in_table).as_py() or 0)
+    inserted = len(data) - updated
+
+    # Ids whose current row must disappear: replaced ones, plus gone upstream (reconcile).
+    if plan.replace_all:
+        remove_ids = existing_ids
+        vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
+        deleted = int(pc.sum(vanished).as_py() or 0)
+    else:
+        replaced = pc.filter(incoming_ids, in_table)
+        remove_ids = pa.concat_arrays([replaced, gone]).unique()
+        deleted = len(gone)
+
+    cursor_after = plan.cursor_after
+    if cursor_before is not None and (cursor_after is None or cursor_after < cursor_before):
+        cursor_after = cursor_before  # never move the cursor backwards (backfills, races)
+    result.cursor_after = cursor_after
+    cursor_moved = cursor_after != cursor_before
+    nothing_to_write = len(data) == 0 and len(remove_ids) == 0
+    if nothing_to_write and not cursor_moved:
+        result.committed = False
+        result.snapshot_id = snapshot.snapshot_id if snapshot else None
+        return result
+
+    properties = {LOAD_ID_PROPERTY: plan.load_id}
+    if cursor_after is not None:
+        properties[CURSOR_PROPERTY] = cursor_after.encode()
+    commit_uuid = uuid.uuid4()
+    counter = itertools.count(0)
+    removed_files = []
+    added_files = []
+    rewritten = 0
+    if len(remove_ids):
+        for keys in files:
+            hit = pc.is_in(keys.ids, value_set=remove_ids)
+            hits = int(pc.sum(hit).as_py() or 0)
+            if hits == 0:
+                continue
+            removed_files.append(keys.task.file)
+            if hits < len(keys.ids):
+                rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(
+                    [keys.task]
+                )
+                kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
+                added_files += _write_files(
+                    metadata, table, conform(kept, target), commit_uuid, counter
+                )
+                rewritten += 1
+    added_files += _write_files(metadata, table, data, commit_uuid, counter)
+    result.files_rewritten = rewritten
+
+    if removed_files or added_files:
+        producer = txn.update_snapshot(snapshot_properties=properties)
+        snapshot_update = (
+            producer.overwrite(commit_uuid) if removed_files else producer.fast_append()
+        )
+        with snapshot_update as update:
+            update.commit_uuid = commit_uuid
+            for data_file in removed_files:
+                update.delete_data_file(data_file)
+            for data_file in added_files:
+                update.append_data_file(data_file)
+    txn.set_properties({**properties, **TABLE_PROPERTIES})
+    committed_table = txn.commit_transaction()
+    new_snapshot = committed_table.current_snapshot()
+    result.snapshot_id = new_snapshot.snapshot_id if new_snapshot else None
+    result.committed = True
+    result.inserted, result.updated, result.deleted = inserted, updated, deleted
+    return result
+
+
+def write(catalog: Catalog, identifier: str, plan: WritePlan) -> WriteResult:
+    """Apply `plan` in one commit, retrying (bounded) when a concurrent writer wins the race."""
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        result = WriteResult(attempts=attempt)
+        try:
+            return _attempt(catalog, identifier, plan, result)
+        except (CommitFailedException, ValidationException) as conflict:
+            if attempt == MAX_COMMIT_ATTEMPTS:
+                raise CommitConflictError(
+                    f"{identifier}: {attempt} commit attempts lost to concurrent writers; "
+                    "nothing was committed by this run (retry later)"
+                ) from conflict
+            wait = random.uniform(0.05, 0.2 * attempt)
+            log.warning("%s: commit conflict (%s); retrying in %.2fs", identifier, conflict, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def append_rows(
+    catalog: Catalog, identifier: str, rows: pa.Table, schema_fields: Iterable[tuple[str, Kind]]
+) -> None:
+    """Plain append with conflict retries (the `_rejected` audit table)."""
+    fields = list(schema_fields)
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        table = load_or_create(catalog, identifier, fields)
+        try:
+            table.append(conform(rows, arrow_schema_for(table.schema())))
+            return
+        except CommitFailedException:
+            if attempt == MAX_COMMIT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.05, 0.2 * attempt))

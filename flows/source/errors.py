@@ -1,0 +1,23 @@
+"""Errors raised while reading Payload. Messages say what to check and never carry a secret."""
+
+from __future__ import annotations
+
+
+class PayloadError(RuntimeError):
+    """Base class for every error reading the Payload REST API."""
+
+
+class PayloadAuthError(PayloadError):
+    """401/403 that persists after the one re-login we allow: credentials are wrong or lack access.
+
+    Never retried: retrying a refused credential only locks accounts and hides the cause.
+    """
+
+
+class PayloadUnavailableError(PayloadError):
+    """Connection errors, timeouts, 429 or 5xx that outlasted every retry (transient in nature)."""
+
+
+class PayloadResponseError(PayloadError):
+    """The server answered, but not with a usable body (invalid/truncated JSON, unexpected shape,
+    or a 4xx other than auth) after the retries."""
