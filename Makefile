@@ -13,6 +13,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 export PYTHONUNBUFFERED := 1
+# Subprocesses (demo API, loader crash tests, dbt, deployments) re-import dlt, pyiceberg and
+# Prefect: let them reuse bytecode compiled once at install instead of recompiling every time.
+unexport PYTHONDONTWRITEBYTECODE
+export UV_COMPILE_BYTECODE := 1
 
 PRESET ?= small
 PORT ?= 3000
@@ -61,3 +65,27 @@ demo-api: install ## Serve the demo Payload store (PRESET=small|medium|large POR
 clean: ## Remove the local lakehouse, dbt output and caches (keeps .venv)
 	rm -rf .lakehouse dbt/target dbt/logs .pytest_cache .mypy_cache .ruff_cache .bench
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+# --- Orchestration: a local Prefect server, deployments, a worker, change events ------------
+# The repository root, for prefect.yaml's pull step (the worker runs flows from here).
+export PAYLOAD_LAKEHOUSE_ROOT := $(CURDIR)
+PREFECT_LOCAL_API := http://127.0.0.1:$(PREFECT_PORT)/api
+WORK_POOL ?= local-process
+# Environment of the worker's flow runs (Payload URL, credentials...): the demo API by default.
+WORKER_ENV ?= deployments/env/local-demo.env
+
+server: install ## Start a local Prefect server on 127.0.0.1:$(PREFECT_PORT) (UI + API)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: install ## Create the work pool and every deployment in prefect.yaml on the local server
+	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect work-pool inspect $(WORK_POOL) >/dev/null 2>&1 \
+	  || PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect work-pool create $(WORK_POOL) --type process \
+	       --base-job-template deployments/work-pools/process.json
+	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect --no-prompt deploy --all
+
+worker: install ## Start a process worker for the local-process pool (env from $(WORKER_ENV))
+	set -a; [ -f "$(WORKER_ENV)" ] && . "$(WORKER_ENV)"; set +a; \
+	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect worker start --pool $(WORK_POOL)
+
+change: install ## Emit payload.collection.changed for COLLECTION (default orders) -> an on-change run
+	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(PY) -m flows.orchestration.relay emit $(COLLECTION)

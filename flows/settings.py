@@ -169,6 +169,18 @@ class Settings(BaseSettings):
     results_s3_bucket_block: str | None = Field(
         default=None, description="Name of a prefect-aws S3Bucket block for result persistence."
     )
+    load_task_retries: int = Field(
+        default=3, ge=0, le=20, description="Prefect retries of one collection's load task."
+    )
+    load_task_retry_delay_seconds: float = Field(
+        default=10.0, ge=0, description="Base of the exponential backoff between task retries."
+    )
+    load_cache_minutes: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a completed collection load is reused by a retried or new run "
+        "for the same table state (Prefect cache expiration).",
+    )
 
     @field_validator("payload_collections", mode="before")
     @classmethod

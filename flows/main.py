@@ -1,0 +1,416 @@
+"""The `payload-lakehouse` Prefect flow and its command line.
+
+    python flows/main.py --help
+
+The flow fans out one load task per Payload collection (extract + one atomic Iceberg commit
+each), waits for them, runs `dbt build` through prefect-dbt (one task run per dbt node),
+publishes the marts and reports: a table and a markdown artifact, and events. The same file is
+the entrypoint of every deployment in prefect.yaml (`flows/main.py:payload_lakehouse`).
+
+With no PAYLOAD_CMS_URL, the command line starts the built-in demo Payload API in a subprocess,
+points the flow at it and stops it afterwards. No Prefect server is needed: without
+PREFECT_API_URL, Prefect starts a temporary local one (ephemeral mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Prefect is imported: its settings are read once. A fresh ephemeral database can take
+# longer than Prefect's default to migrate on a small machine (see STACK_NOTES), and dlt's and
+# our own loggers should reach the flow run's logs in the UI.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,flows")
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from flows.lakehouse.load import LoadMode, LoadReport
+from flows.orchestration.artifacts import (
+    publish_load_table,
+    publish_summary,
+    summary_markdown,
+)
+from flows.orchestration.caching import (
+    lakehouse_identifier,
+    load_cache_options,
+    result_storage,
+    source_identifier,
+)
+from flows.orchestration.dbt import dbt_build, downstream_selector
+from flows.orchestration.events import (
+    DbtFollowUp,
+    emit_marts_built,
+    emit_raw_loaded,
+)
+from flows.orchestration.tasks import (
+    ensure_request_limit,
+    headline_metrics_task,
+    lakehouse_state,
+    load_collection_task,
+    prepare_lakehouse_task,
+    publish_marts_task,
+)
+from flows.settings import (
+    ALL_COLLECTIONS,
+    COLLECTION_TABLES,
+    ConfigError,
+    DbtTarget,
+    Settings,
+    load_settings,
+)
+
+
+class PipelineError(RuntimeError):
+    """The run finished with failures; the message names each one and why (never a secret)."""
+
+
+def failure_reason(state: State[Any]) -> str:
+    """One line: the exception type and message of a failed task or subflow."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as error:
+        return f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    return state.message or state.name or "failed"
+
+
+@flow(
+    name="payload-lakehouse",
+    description="Payload CMS -> Apache Iceberg (dlt) -> dbt marts, one task per collection.",
+    task_runner=ThreadPoolTaskRunner(max_workers=9),  # type: ignore[arg-type]  # invariant generic
+    validate_parameters=True,
+)
+def payload_lakehouse(
+    collections: list[str] | None = None,
+    mode: LoadMode = LoadMode.INCREMENTAL,
+    since: datetime | None = None,
+    run_dbt: bool = True,
+    dbt_select: str | None = None,
+    dbt_target: DbtTarget | None = None,
+    allow_partial: bool = False,
+    change_id: str | None = None,
+) -> dict[str, Any]:
+    """Load Payload collections into Iceberg, then build the dbt marts.
+
+    Args:
+        collections: Payload collection slugs to load; None = PAYLOAD_COLLECTIONS (all nine by
+            default); [] = load nothing (dbt only).
+        mode: incremental (updatedAt cursor), full_refresh (rebuild the tables) or reconcile
+            (also remove documents hard-deleted in Payload).
+        since: backfill: load documents updated at or after this instant (incremental mode).
+        run_dbt: run `dbt build` after the loads.
+        dbt_select: dbt selection; None = everything after a full load, or the models
+            downstream of the loaded tables after a partial one.
+        dbt_target: local (DuckDB) or trino; None = DBT_TARGET.
+        allow_partial: run dbt even if a collection failed to load.
+        change_id: id of the change that triggered this run (e.g. the Payload event id); part of
+            the load cache key, so a new change always reloads while a retry of the same run
+            still skips what it already loaded.
+    """
+    logger = get_run_logger()
+    overrides: dict[str, Any] = {"dbt_target": dbt_target} if dbt_target else {}
+    settings = load_settings(**overrides)
+    selected = list(settings.payload_collections if collections is None else collections)
+    unknown = sorted(set(selected) - set(ALL_COLLECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown collection(s) {unknown}; expected a subset of {', '.join(ALL_COLLECTIONS)}"
+        )
+
+    reports, failures = load_raw_layer(settings, selected, LoadMode(mode), since, change_id)
+
+    wants_dbt = run_dbt and (bool(reports) or not selected)
+    dbt_will_run = wants_dbt and (not failures or allow_partial)
+    if selected:
+        follow_up: DbtFollowUp = (
+            "running" if dbt_will_run else "blocked" if run_dbt and failures else "skipped"
+        )
+        emit_raw_loaded(settings.iceberg_namespace, reports, sorted(failures), dbt=follow_up)
+    publish_load_table(reports, failures)
+    if wants_dbt and not dbt_will_run:
+        logger.warning(
+            "dbt skipped: the raw layer is partial (%s failed); pass allow_partial=True to "
+            "build on it anyway",
+            ", ".join(sorted(failures)),
+        )
+
+    dbt_summary: dict[str, Any] | None = None
+    marts: list[str] = []
+    metrics: dict[str, Any] | None = None
+    if dbt_will_run:
+        loaded = [report.collection for report in reports]
+        select = dbt_select if dbt_select else (downstream_selector(loaded) if selected else None)
+        dbt_state = dbt_build(select=select, dbt_target=str(settings.dbt_target), return_state=True)
+        if dbt_state.is_completed():
+            dbt_summary = dbt_state.result()
+            marts = publish_marts_task(str(settings.dbt_target))
+            metrics = headline_metrics_task(str(settings.dbt_target))
+            emit_marts_built(
+                settings.iceberg_marts_namespace,
+                marts,
+                {k: dbt_summary[k] for k in ("command", "select", "target", "nodes", "statuses")},
+            )
+        else:
+            failures["dbt build"] = failure_reason(dbt_state)
+
+    publish_summary(
+        summary_markdown(
+            mode=str(mode),
+            reports=reports,
+            failures=failures,
+            dbt_summary=dbt_summary,
+            marts=marts,
+            metrics=metrics,
+        )
+    )
+    if failures:
+        raise PipelineError(
+            "payload-lakehouse failed: "
+            + "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+            + ("" if reports else "; nothing was loaded")
+        )
+    return {
+        "collections": [report.collection for report in reports],
+        "documents_read": sum(report.documents_read for report in reports),
+        "committed": [report.collection for report in reports if report.committed],
+        "dbt": dbt_summary,
+        "marts": marts,
+    }
+
+
+def load_raw_layer(
+    settings: Settings,
+    collections: Sequence[str],
+    mode: LoadMode,
+    since: datetime | None,
+    change_id: str | None,
+) -> tuple[list[LoadReport], dict[str, str]]:
+    """Fan out one load task per collection and wait; each one commits on its own."""
+    if not collections:
+        return [], {}
+    ensure_request_limit(settings.payload_request_concurrency)
+    prepare_lakehouse_task()
+
+    lakehouse = lakehouse_identifier(settings)
+    storage = result_storage(settings)
+    storage_options: dict[str, Any] = {"result_storage": storage} if storage else {}
+    state_task = lakehouse_state.with_options(**storage_options)
+    load_task = load_collection_task.with_options(
+        retries=settings.load_task_retries,
+        retry_delay_seconds=exponential_backoff(settings.load_task_retry_delay_seconds),
+        **load_cache_options(settings),
+        **storage_options,
+    )
+    states = state_task.map(collections, lakehouse=unmapped(lakehouse))
+    loads = load_task.map(
+        collection=collections,
+        table_state=states,
+        mode=unmapped(mode),
+        since=unmapped(since),
+        source=unmapped(source_identifier(settings)),
+        lakehouse=unmapped(lakehouse),
+        change_id=unmapped(change_id),
+    )
+    loads.wait()
+
+    reports: list[LoadReport] = []
+    failures: dict[str, str] = {}
+    for collection, future in zip(collections, loads, strict=True):
+        if future.state.is_completed():
+            reports.append(future.result())
+        else:
+            failures[collection] = failure_reason(future.state)
+    return reports, failures
+
+
+# --- Command line ----------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python flows/main.py",
+        description="Load Payload CMS collections into Apache Iceberg and build the dbt marts "
+        "(the payload-lakehouse Prefect flow). With no PAYLOAD_CMS_URL, the built-in demo "
+        "Payload API is started and used.",
+    )
+    parser.add_argument(
+        "--collections",
+        type=_collections_arg,
+        default=None,
+        help="comma-separated collection slugs (default: PAYLOAD_COLLECTIONS, i.e. all nine: "
+        + ",".join(ALL_COLLECTIONS)
+        + ")",
+    )
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--full-refresh", action="store_true", help="reload every document, rebuilding the tables"
+    )
+    modes.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="incremental load plus removal of documents hard-deleted in Payload",
+    )
+    parser.add_argument(
+        "--since",
+        type=_datetime_arg,
+        default=None,
+        help="backfill: load documents updated at or after this ISO-8601 instant",
+    )
+    parser.add_argument("--skip-dbt", action="store_true", help="load only; do not run dbt")
+    parser.add_argument(
+        "--target",
+        choices=[target.value for target in DbtTarget],
+        default=None,
+        help="dbt target (default: DBT_TARGET, local = DuckDB)",
+    )
+    parser.add_argument(
+        "--select",
+        default=None,
+        help="dbt selection, e.g. 'fact_orders+' (default: all, or downstream of the loaded "
+        "collections when --collections is a subset)",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="run dbt even if a collection failed to load",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["small", "medium", "large"],
+        default=None,
+        help="demo API data size when no PAYLOAD_CMS_URL is set (default: DEMO_PRESET, small)",
+    )
+    return parser.parse_args(argv)
+
+
+def _collections_arg(value: str) -> list[str]:
+    slugs = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [slug for slug in slugs if slug not in COLLECTION_TABLES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown collection(s) {', '.join(unknown)}; choose from {', '.join(ALL_COLLECTIONS)}"
+        )
+    return slugs
+
+
+def _datetime_arg(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {value!r}") from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@contextmanager
+def payload_source(settings: Settings, preset: str | None) -> Iterator[str]:
+    """Yield a description of the source; start the demo API when no Payload is configured.
+
+    The demo runs in a subprocess (no GIL contention with the loads). The flow's tasks read
+    their settings from the environment, so the demo's URL and admin login are put there.
+    """
+    if not settings.uses_demo_api:
+        yield str(settings.payload_cms_url)
+        return
+    from flows.demo.process import DemoProcess
+
+    chosen = preset or settings.demo_preset
+    print(f"No PAYLOAD_CMS_URL set: starting the demo Payload API (preset {chosen}) ...")
+    demo_env = {
+        "PAYLOAD_CMS_URL": "",
+        "PAYLOAD_EMAIL": settings.demo_admin_email,
+        "PAYLOAD_PASSWORD": settings.demo_admin_password.get_secret_value(),
+    }
+    previous = {name: os.environ.get(name) for name in demo_env}
+    # Demo credentials only (DEMO_ADMIN_*), so passing them as arguments exposes nothing real.
+    login = (
+        "--admin-email",
+        demo_env["PAYLOAD_EMAIL"],
+        "--admin-password",
+        demo_env["PAYLOAD_PASSWORD"],
+    )
+    with DemoProcess(chosen, settings.demo_scale, settings.demo_seed, extra_args=login) as demo:
+        demo_env["PAYLOAD_CMS_URL"] = demo.url
+        os.environ.update(demo_env)
+        try:
+            yield f"demo Payload API at {demo.url} (preset {chosen}, stopped after the run)"
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def print_results(settings: Settings, result: dict[str, Any]) -> None:
+    lakehouse = settings.lakehouse_path
+    print()
+    print("Done.")
+    print(
+        f"  loaded      {len(result['collections'])} collections, "
+        f"{result['documents_read']:,} documents read"
+    )
+    print(f"  lakehouse   {lakehouse}")
+    print(
+        f"  iceberg     namespaces {settings.iceberg_namespace} (raw), "
+        f"{settings.iceberg_marts_namespace} (marts)"
+    )
+    if result["marts"]:
+        print(f"  marts       {', '.join(result['marts'])}")
+    if settings.dbt_target is DbtTarget.LOCAL and result["dbt"]:
+        duckdb_file = settings.duckdb_path
+        print(f"  duckdb      {duckdb_file}")
+        print()
+        print("Try a query (duckdb CLI, or the Python package from .venv):")
+        # Printed, not executed; the namespace is validated as an identifier by Settings.
+        query = f"select * from {settings.iceberg_marts_namespace}.fact_orders limit 5"  # noqa: S608
+        print(f'  duckdb -readonly {duckdb_file} "{query}"')
+        print(
+            f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{duckdb_file}', "
+            f"read_only=True).sql('{query}').show()\""
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(**({"dbt_target": args.target} if args.target else {}))
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    mode = (
+        LoadMode.FULL_REFRESH
+        if args.full_refresh
+        else LoadMode.RECONCILE
+        if args.reconcile
+        else LoadMode.INCREMENTAL
+    )
+    with payload_source(settings, args.preset) as source:
+        print(f"Source: {source}")
+        state = payload_lakehouse(
+            collections=args.collections,
+            mode=mode,
+            since=args.since,
+            run_dbt=not args.skip_dbt,
+            dbt_select=args.select,
+            dbt_target=DbtTarget(args.target) if args.target else None,
+            allow_partial=args.allow_partial,
+            return_state=True,
+        )
+    if not state.is_completed():
+        print(f"\nRun failed: {failure_reason(state)}", file=sys.stderr)
+        return 1
+    print_results(settings, state.result())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

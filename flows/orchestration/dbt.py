@@ -1,0 +1,107 @@
+"""dbt through prefect-dbt: every dbt node becomes its own Prefect task run.
+
+Retries follow prefect-dbt's recommendation for `PrefectDbtRunner` (its node tasks are not
+retried or cached individually): retry the *flow* and, on a retry, invoke `dbt retry`, which
+re-executes only the nodes that failed or were skipped in the previous invocation (from
+`target/run_results.json`) with the previous selection. When no previous results exist (dbt
+failed before running a node, e.g. a connection error), the retry runs the build again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+
+from flows.settings import ALL_COLLECTIONS, COLLECTION_TABLES, load_settings
+from flows.transform.dbt_project import DBT_PROJECT_DIR, dbt_environment
+
+FAILED_STATUSES = {"error", "fail", "runtime error"}
+
+
+class DbtBuildError(RuntimeError):
+    """dbt reported failed nodes (after the flow's retries, which run `dbt retry`)."""
+
+
+def downstream_selector(collections: Sequence[str]) -> str | None:
+    """dbt selection for a partial load: the models downstream of the loaded raw tables.
+
+    None (build everything) when every collection was loaded. Source names are matched with a
+    wildcard so the selector does not depend on the dbt source's name.
+    """
+    if not collections or set(collections) >= set(ALL_COLLECTIONS):
+        return None
+    return " ".join(f"source:*.{COLLECTION_TABLES[c]}+" for c in collections)
+
+
+@contextmanager
+def applied_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set the env vars profiles.yml and the sources read, restoring the previous values after."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def summarise(result: Any, command: str, select: str | None, target: str) -> dict[str, Any]:
+    """Counts per node status and the failed nodes, from a dbtRunnerResult."""
+    node_results = getattr(getattr(result, "result", None), "results", None) or []
+    statuses = Counter(str(getattr(r.status, "value", r.status)) for r in node_results)
+    failed = [
+        r.node.unique_id
+        for r in node_results
+        if str(getattr(r.status, "value", r.status)) in FAILED_STATUSES
+    ]
+    return {
+        "command": command,
+        "select": select,
+        "target": target,
+        "success": bool(result.success),
+        "nodes": len(node_results),
+        "statuses": dict(statuses),
+        "failed_nodes": failed,
+    }
+
+
+def run_results_exist(project_dir: Path) -> bool:
+    return (project_dir / "target" / "run_results.json").exists()
+
+
+@flow(name="dbt-build", retries=1, retry_delay_seconds=5)
+def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[str, Any]:
+    """`dbt build` (first attempt) or `dbt retry` (flow retries) on the configured target."""
+    settings = load_settings(dbt_target=dbt_target) if dbt_target else load_settings()
+    target = str(settings.dbt_target)
+    logger = get_run_logger()
+    dbt_settings = PrefectDbtSettings(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    retrying = flow_run.run_count > 1 and run_results_exist(DBT_PROJECT_DIR)
+    if retrying:
+        args, command = ["retry", "--target", target], "retry"
+    else:
+        args, command = ["build", "--target", target], "build"
+        if select:
+            args += ["--select", *select.split()]
+    logger.info("dbt %s (target %s, selection %s)", command, target, select or "all")
+    with applied_environment(dbt_environment(settings)):
+        runner = PrefectDbtRunner(settings=dbt_settings, raise_on_failure=False)
+        result = runner.invoke(args)
+    summary = summarise(result, command, select, target)
+    if not result.success:
+        cause = getattr(result, "exception", None)
+        detail = f": {cause}" if cause else ""
+        failed = ", ".join(summary["failed_nodes"]) or "no node results"
+        raise DbtBuildError(f"dbt {command} failed ({failed}){detail}")
+    return summary

@@ -1,0 +1,208 @@
+"""The command line, the dbt selection, the artifacts' content, the relay endpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.events.schemas.events import ReceivedEvent
+
+from flows.lakehouse.load import LoadMode, LoadReport, table_state
+from flows.main import main, parse_args
+from flows.orchestration.artifacts import load_rows, summary_markdown
+from flows.orchestration.caching import lakehouse_identifier, without_credentials
+from flows.orchestration.dbt import downstream_selector
+from flows.orchestration.events import COLLECTION_CHANGED, table_resource_id
+from flows.orchestration.relay import CHANGE_PATH, make_server
+from flows.settings import ALL_COLLECTIONS, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def report(collection: str, read: int) -> LoadReport:
+    return LoadReport(
+        collection=collection,
+        table=collection.lower(),
+        mode="incremental",
+        documents_read=read,
+        inserted=read,
+        updated=0,
+        deleted=0,
+        rejected=1,
+        cursor_before=None,
+        cursor_after="2026-01-01T00:00:00.000Z|7",
+        snapshot_id=1,
+        committed=True,
+        seconds=1.234,
+    )
+
+
+def test_cli_maps_flags_to_parameters() -> None:
+    args = parse_args(
+        [
+            "--collections",
+            "orders,carts",
+            "--reconcile",
+            "--since",
+            "2026-01-02T03:04:05Z",
+            "--skip-dbt",
+            "--target",
+            "trino",
+            "--select",
+            "fact_orders+",
+            "--allow-partial",
+        ]
+    )
+    assert args.collections == ["orders", "carts"]
+    assert args.reconcile and not args.full_refresh
+    assert args.since == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert args.skip_dbt and args.allow_partial
+    assert (args.target, args.select) == ("trino", "fact_orders+")
+
+
+def test_cli_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--collections", "orders,nope"])
+    assert "unknown collection(s) nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--full-refresh", "--reconcile"])
+    with pytest.raises(SystemExit):
+        parse_args(["--since", "yesterday"])
+
+
+def test_script_help_runs_as_a_file() -> None:
+    """`python flows/main.py --help`: the file works as a script (absolute package imports)."""
+    result = subprocess.run(
+        [sys.executable, "flows/main.py", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in ("--collections", "--full-refresh", "--reconcile", "--since", "--skip-dbt"):
+        assert flag in result.stdout
+    for flag in ("--target", "--select", "--allow-partial", "--preset"):
+        assert flag in result.stdout
+
+
+def test_downstream_selection_of_a_partial_load() -> None:
+    assert downstream_selector(list(ALL_COLLECTIONS)) is None
+    assert downstream_selector(["orders", "variantTypes"]) == (
+        "source:*.orders+ source:*.varianttypes+"
+    )
+
+
+def test_cache_identifiers_carry_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (
+        without_credentials("postgresql://user:secret@db:5432/catalog")
+        == "postgresql://db:5432/catalog"
+    )
+    settings = load_settings(iceberg_catalog_url="postgresql://user:secret@db/catalog")
+    assert "secret" not in lakehouse_identifier(settings)
+
+
+def test_load_table_rows_and_summary() -> None:
+    rows = load_rows([report("orders", 500)], {"carts": "PayloadAuthError: 403 refused"})
+    assert rows[0] == {
+        "collection": "orders",
+        "status": "loaded",
+        "documents read": 500,
+        "inserted": 500,
+        "updated": 0,
+        "deleted": 0,
+        "rejected": 1,
+        "cursor": "- -> 2026-01-01T00:00:00.000Z|7",
+        "seconds": 1.23,
+    }
+    assert rows[1]["collection"] == "carts" and rows[1]["status"].startswith("FAILED: ")
+    markdown = summary_markdown(
+        mode=LoadMode.INCREMENTAL,
+        reports=[report("orders", 500)],
+        failures={},
+        dbt_summary={
+            "command": "build",
+            "select": None,
+            "target": "local",
+            "statuses": {"success": 40, "pass": 80},
+        },
+        marts=["ecommerce_marts.fact_orders"],
+        metrics={"orders": 1234, "revenue_usd": 5678.5, "customers_by_segment": {"Champions": 3}},
+    )
+    assert "**documents read** 500" in markdown
+    assert "40 success, 80 pass" in markdown
+    assert "| revenue_usd | 5,678.50 |" in markdown
+    assert "Champions: 3" in markdown
+
+
+@pytest.fixture
+def relay(prefect_api: None) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, token="relay-token")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_relay_emits_the_change_event(relay: str, client: SyncPrefectClient) -> None:
+    url = relay + CHANGE_PATH
+    body = {"collection": "variantOptions", "operation": "delete", "id": 17}
+    assert httpx.post(url, json=body, timeout=10).status_code == 401  # no token
+    headers = {"X-Relay-Token": "relay-token"}
+    refused = httpx.post(url, json={"collection": "nope"}, headers=headers, timeout=10)
+    assert refused.status_code == 400 and "collection" in refused.json()["error"]
+    accepted = httpx.post(url, json=body, headers=headers, timeout=10)
+    assert accepted.status_code == 202
+
+    event_filter = EventFilter(
+        event=EventNameFilter(name=[COLLECTION_CHANGED]),
+        resource=EventResourceFilter(id=["payload.collection.variantOptions"]),
+    )
+    deadline = time.monotonic() + 60
+    events: list[ReceivedEvent] = []
+    while not events and time.monotonic() < deadline:
+        events = list(client.read_events(filter=event_filter, limit=10).events)
+        time.sleep(1)
+    (event,) = events
+    assert event.resource["payload.collection"] == "variantOptions"
+    assert event.payload == {"operation": "delete", "id": "17"}
+
+
+@pytest.mark.slow
+def test_cli_runs_the_demo_end_to_end(
+    prefect_api: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No PAYLOAD_CMS_URL: the CLI starts the demo API in a subprocess, loads, stops it."""
+    for name in ("PAYLOAD_CMS_URL", "PAYLOAD_EMAIL", "PAYLOAD_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LAKEHOUSE_DIR", str(tmp_path / "lakehouse"))
+    monkeypatch.setenv("PAYLOAD_REQUEST_CONCURRENCY", "9")
+    code = main(["--collections", "categories,variantTypes", "--skip-dbt"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "starting the demo Payload API" in output
+    assert f"lakehouse   {tmp_path / 'lakehouse'}" in output
+    assert "2 collections" in output
+    settings = load_settings(lakehouse_dir=tmp_path / "lakehouse")
+    assert table_state(settings, "categories") != "empty"
+    assert table_state(settings, "orders") == "empty"  # only the selected collections
+
+
+def test_table_resource_ids_name_the_iceberg_table() -> None:
+    assert table_resource_id("ecommerce", "orders") == "iceberg.table.ecommerce.orders"
+    assert table_resource_id("ecommerce", "ecommerce.orders") == "iceberg.table.ecommerce.orders"
