@@ -98,9 +98,6 @@ class Settings(BaseSettings):
     payload_max_backoff_seconds: float = Field(
         default=30.0, gt=0, description="Cap of one backoff wait (and of an honoured Retry-After)."
     )
-    payload_page_concurrency: int = Field(
-        default=1, ge=1, le=32, description="Pages fetched at once within one collection."
-    )
     initial_timestamp: datetime = Field(
         default=datetime(1970, 1, 1, tzinfo=UTC),
         description="First incremental run loads documents updated at or after this instant.",

@@ -36,8 +36,8 @@ PAYLOAD_API_TAG = "payload-api"
 def ensure_request_limit(limit: int, tag: str = PAYLOAD_API_TAG) -> int:
     """Create or update the tag concurrency limit (upsert), so it follows the setting.
 
-    One load task is one sequential reader of the Payload API (PAYLOAD_PAGE_CONCURRENCY pages at
-    a time, 1 by default), so capping running `payload-api` tasks caps simultaneous requests.
+    One load task is one sequential keyset reader of the Payload API (one request in flight), so
+    capping running `payload-api` tasks caps simultaneous requests.
     """
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
