@@ -68,6 +68,7 @@ from flows.settings import (
     Settings,
     load_settings,
 )
+from flows.transform.dbt_project import applied_environment
 
 
 class PipelineError(RuntimeError):
@@ -329,7 +330,6 @@ def payload_source(settings: Settings, preset: str | None) -> Iterator[str]:
         "PAYLOAD_EMAIL": settings.demo_admin_email,
         "PAYLOAD_PASSWORD": settings.demo_admin_password.get_secret_value(),
     }
-    previous = {name: os.environ.get(name) for name in demo_env}
     # Demo credentials only (DEMO_ADMIN_*), so passing them as arguments exposes nothing real.
     login = (
         "--admin-email",
@@ -339,15 +339,8 @@ def payload_source(settings: Settings, preset: str | None) -> Iterator[str]:
     )
     with DemoProcess(chosen, settings.demo_scale, settings.demo_seed, extra_args=login) as demo:
         demo_env["PAYLOAD_CMS_URL"] = demo.url
-        os.environ.update(demo_env)
-        try:
+        with applied_environment(demo_env):
             yield f"demo Payload API at {demo.url} (preset {chosen}, stopped after the run)"
-        finally:
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def print_results(settings: Settings, result: dict[str, Any]) -> None:

@@ -19,19 +19,10 @@ import httpx
 import orjson
 
 from flows.demo.process import DemoProcess
+from flows.settings import ALL_COLLECTIONS
 
 TARGET_DOCS_PER_SECOND = 20_000
-COLLECTIONS = (
-    "orders",
-    "transactions",
-    "carts",
-    "products",
-    "variants",
-    "categories",
-    "users",
-    "variantTypes",
-    "variantOptions",
-)
+COLLECTIONS = ALL_COLLECTIONS
 
 
 def read_everything(

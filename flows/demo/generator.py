@@ -41,20 +41,11 @@ from itertools import accumulate
 from typing import Any
 
 from flows.demo.store import format_timestamp
+from flows.settings import ALL_COLLECTIONS
 
 Document = dict[str, Any]
 
-COLLECTIONS: tuple[str, ...] = (
-    "orders",
-    "transactions",
-    "carts",
-    "products",
-    "variants",
-    "categories",
-    "users",
-    "variantTypes",
-    "variantOptions",
-)
+COLLECTIONS: tuple[str, ...] = ALL_COLLECTIONS
 
 # Keys of each stored document, in Payload's order at depth 0 (the join fields products.variants
 # and variantTypes.options and the cart's computed status are added by the server on read).

@@ -9,10 +9,8 @@ failed before running a node, e.g. a connection error), the retry runs the build
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from prefect.runtime import flow_run
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from flows.settings import ALL_COLLECTIONS, COLLECTION_TABLES, load_settings
-from flows.transform.dbt_project import DBT_PROJECT_DIR, dbt_environment
+from flows.transform.dbt_project import DBT_PROJECT_DIR, applied_environment, dbt_environment
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
 
@@ -39,21 +37,6 @@ def downstream_selector(collections: Sequence[str]) -> str | None:
     if not collections or set(collections) >= set(ALL_COLLECTIONS):
         return None
     return " ".join(f"source:*.{COLLECTION_TABLES[c]}+" for c in collections)
-
-
-@contextmanager
-def applied_environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set the env vars profiles.yml and the sources read, restoring the previous values after."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def summarise(result: Any, command: str, select: str | None, target: str) -> dict[str, Any]:
