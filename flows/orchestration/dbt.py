@@ -59,8 +59,8 @@ def summarise(result: Any, command: str, select: str | None, target: str) -> dic
     }
 
 
-def run_results_exist(project_dir: Path) -> bool:
-    return (project_dir / "target" / "run_results.json").exists()
+def run_results_exist(target_path: Path) -> bool:
+    return (target_path / "run_results.json").exists()
 
 
 @flow(name="dbt-build", retries=1, retry_delay_seconds=5)
@@ -69,8 +69,14 @@ def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[
     settings = load_settings(dbt_target=dbt_target) if dbt_target else load_settings()
     target = str(settings.dbt_target)
     logger = get_run_logger()
-    dbt_settings = PrefectDbtSettings(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    retrying = flow_run.run_count > 1 and run_results_exist(DBT_PROJECT_DIR)
+    environment = dbt_environment(settings)
+    # dbt's artifacts live under LAKEHOUSE_DIR (one set per lakehouse); `dbt retry` reads the
+    # previous attempt's run_results.json from there.
+    target_path = Path(environment["DBT_TARGET_PATH"])
+    dbt_settings = PrefectDbtSettings(
+        project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=target_path
+    )
+    retrying = flow_run.run_count > 1 and run_results_exist(target_path)
     if retrying:
         args, command = ["retry", "--target", target], "retry"
     else:
@@ -78,7 +84,7 @@ def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[
         if select:
             args += ["--select", *select.split()]
     logger.info("dbt %s (target %s, selection %s)", command, target, select or "all")
-    with applied_environment(dbt_environment(settings)):
+    with applied_environment(environment):
         runner = PrefectDbtRunner(settings=dbt_settings, raise_on_failure=False)
         result = runner.invoke(args)
     summary = summarise(result, command, select, target)

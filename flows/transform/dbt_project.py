@@ -324,7 +324,10 @@ def headline_metrics(settings: Settings) -> dict[str, Any]:
                 max(order_date)
             from {schema}.fact_orders""",  # noqa: S608
         "customers": f"""
-            select count(*), sum(case when total_orders > 0 then 1 else 0 end)
+            select
+                count(*),
+                sum(case when orders_placed > 0 then 1 else 0 end),
+                sum(case when total_orders > 0 then 1 else 0 end)
             from {schema}.dim_customers""",  # noqa: S608
         "segments": f"""
             select customer_segment, count(*)
@@ -345,7 +348,8 @@ def headline_metrics(settings: Settings) -> dict[str, Any]:
         "first_order_date": str(orders_row[3]) if orders_row[3] is not None else None,
         "last_order_date": str(orders_row[4]) if orders_row[4] is not None else None,
         "customers": int(customers_row[0] or 0),
-        "customers_with_orders": int(customers_row[1] or 0),
+        "customers_with_orders": int(customers_row[1] or 0),  # any status: = segmented
+        "customers_with_revenue": int(customers_row[2] or 0),
         "customers_by_segment": {str(name): int(count) for name, count in segment_rows},
     }
 

@@ -52,9 +52,21 @@ def demo_settings(lakehouse_dir: Path, server: DemoServer) -> Settings:
 def loaded_lakehouse(
     tmp_path_factory: pytest.TempPathFactory, demo_dataset_small: Dataset
 ) -> Iterator[Lakehouse]:
-    """Small demo store served over HTTP (own Store: tests may change it), fully loaded into a
-    fresh local lakehouse by flows.lakehouse.load."""
+    """Small demo store (plus one customer who never ordered) served over HTTP (own Store:
+    tests may change it), fully loaded into a fresh local lakehouse by flows.lakehouse.load."""
     store = Store(demo_dataset_small.collections, demo_dataset_small.reference_time)
+    # The generator gives every customer an order; add a sign-up who never ordered, the one
+    # kind of customer that must end up without a segment.
+    store.create(
+        "users",
+        {
+            "name": "Never Ordered",
+            "roles": ["customer"],
+            "email": "never.ordered@example.com",
+            "collection": "users",
+            "sessions": [],
+        },
+    )
     server = DemoServer(store, seed=42).start()
     try:
         settings = demo_settings(tmp_path_factory.mktemp("lakehouse"), server)

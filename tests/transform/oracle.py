@@ -80,20 +80,27 @@ def segment_table() -> dict[tuple[int, int], str]:
 
 
 def customer_rfm(docs: Documents) -> dict[int, Rfm]:
+    """R/F/M values, scores and segment of every registered customer with at least one order
+    (any status). Frequency and monetary count revenue-bearing orders only (0 / 0.00 without
+    any); recency is measured from the last revenue-bearing order, else from the last order of
+    any status."""
     as_of = max(_utc_date(o["createdAt"]) for o in docs["orders"])
-    last: dict[int, date] = {}
+    last_any: dict[int, date] = {}
+    last_revenue: dict[int, date] = {}
     frequency: dict[int, int] = defaultdict(int)
     cents: dict[int, int] = defaultdict(int)
-    for order in revenue_orders(docs):
+    for order in docs["orders"]:
         customer = order.get("customer")
         if customer is None:
             continue
         day = _utc_date(order["createdAt"])
-        last[customer] = max(last.get(customer, day), day)
-        frequency[customer] += 1
-        cents[customer] += order["amount"]
-    recency = {c: (as_of - d).days for c, d in last.items()}
-    customers = list(last)
+        last_any[customer] = max(last_any.get(customer, day), day)
+        if order["status"] in REVENUE_STATUSES:
+            last_revenue[customer] = max(last_revenue.get(customer, day), day)
+            frequency[customer] += 1
+            cents[customer] += order["amount"]
+    customers = list(last_any)
+    recency = {c: (as_of - last_revenue.get(c, last_any[c])).days for c in customers}
     r = _ntile(sorted(customers, key=lambda c: (-recency[c], cents[c], c)))
     f = _ntile(sorted(customers, key=lambda c: (frequency[c], cents[c], c)))
     m = _ntile(sorted(customers, key=lambda c: (cents[c], frequency[c], c)))

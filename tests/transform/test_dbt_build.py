@@ -108,23 +108,56 @@ def test_line_totals_add_up_to_order_amounts(built: Lakehouse) -> None:
     ) == [(0,)]
 
 
-def test_every_customer_with_an_order_has_exactly_one_segment(built: Lakehouse) -> None:
-    rows = built.query(
+# The seed's segments of the fm_score-1 column (R 5 -> 1): where customers with no revenue land.
+LOW_FM_SEGMENTS = frozenset({"New Customers", "Promising", "About To Sleep", "Hibernating", "Lost"})
+
+
+def assert_one_segment_per_ordering_customer(lakehouse: Lakehouse) -> None:
+    """Issue 4's invariant, literally: every customer with at least one order (any status) has
+    exactly one non-null segment; customers with no order have none."""
+    rows = lakehouse.query(
         """
-        select customer_id, count(*), count(customer_segment)
-        from ecommerce_marts.dim_customers
-        where customer_id in (
-            select customer_id from ecommerce_marts.fact_orders where is_revenue_bearing
-        )
+        select ordering.customer_id, count(customers.customer_id), count(customer_segment)
+        from (
+            select distinct customer_id from ecommerce_marts.fact_orders
+            where customer_id is not null
+        ) as ordering
+        left join ecommerce_marts.dim_customers as customers using (customer_id)
         group by 1
         """
     )
     assert rows, "no customer with an order"
-    assert all(total == 1 and segmented == 1 for _, total, segmented in rows)
-    without_orders = built.query(
-        "select count(customer_segment) from ecommerce_marts.dim_customers where total_orders = 0"
+    assert [row for row in rows if row[1:] != (1, 1)] == []
+
+    # the same populations straight from the source documents (any status, guests excluded)
+    documents = lakehouse.documents()
+    ordering = {o["customer"] for o in documents["orders"] if o.get("customer") is not None}
+    customers = {u["id"] for u in documents["users"] if "customer" in u.get("roles", ())}
+    segments = dict(
+        lakehouse.query("select customer_id, customer_segment from ecommerce_marts.dim_customers")
     )
-    assert without_orders == [(0,)]
+    assert set(segments) == customers
+    assert {c for c, segment in segments.items() if segment is not None} == ordering
+    never_ordered = customers - ordering
+    assert never_ordered, "the test data should have a customer who never ordered"
+    assert {segments[c] for c in never_ordered} == {None}
+
+
+def test_every_customer_with_an_order_has_exactly_one_segment(built: Lakehouse) -> None:
+    assert_one_segment_per_ordering_customer(built)
+
+    # customers whose orders were all cancelled/refunded are segmented too: F = M = 0 sorts them
+    # first, so (being fewer than a fifth of the population here) they score F = M = 1
+    population = built.query("select count(*) from ecommerce_marts.customer_rfm")[0][0]
+    no_revenue = built.query(
+        "select customer_id, frequency, monetary_usd, f_score, m_score, rfm_segment "
+        "from ecommerce_marts.customer_rfm where frequency = 0"
+    )
+    assert no_revenue, "the demo data should have customers with only non-revenue orders"
+    assert len(no_revenue) <= population / 5
+    for _, frequency, monetary, f_score, m_score, segment in no_revenue:
+        assert (frequency, monetary, f_score, m_score) == (0, Decimal("0.00"), 1, 1)
+        assert segment in LOW_FM_SEGMENTS
 
 
 def test_month_zero_retention_is_full(built: Lakehouse) -> None:
@@ -197,8 +230,11 @@ def test_publish_marts_to_iceberg_and_headline_metrics(built: Lakehouse) -> None
     assert metrics["revenue_orders"] == len(revenue)
     assert metrics["revenue_usd"] == float(sum(Decimal(o["amount"]) for o in revenue) / 100)
     segments = oracle.customer_rfm(documents)
-    assert sum(metrics["customers_by_segment"].values()) == len(
-        [c for c in segments if c in {u["id"] for u in documents["users"]}]
+    segmented = len([c for c in segments if c in {u["id"] for u in documents["users"]}])
+    assert sum(metrics["customers_by_segment"].values()) == segmented
+    assert metrics["customers_with_orders"] == segmented
+    assert metrics["customers_with_revenue"] == len(
+        {o["customer"] for o in revenue if o.get("customer") is not None}
     )
 
 
@@ -263,3 +299,4 @@ def test_incremental_chain_equals_full_refresh(built: Lakehouse) -> None:
         assert incremental[table] == full[table], table
 
     assert_marts_match_oracle(built)
+    assert_one_segment_per_ordering_customer(built)

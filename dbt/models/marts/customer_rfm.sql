@@ -1,12 +1,16 @@
 {#-
-    RFM over revenue-bearing orders of registered customers (guest orders have no customer).
+    RFM of every registered customer with at least one order, whatever its status (guest orders
+    have no customer). Frequency and monetary count revenue-bearing orders only:
+    - frequency: number of revenue-bearing orders (0 when every order was cancelled/refunded);
+      monetary_usd: their total amount (0.00 then);
     - recency_days: days from the customer's last revenue-bearing order date to the as-of date
-      (var rfm_as_of_date, default the newest order date in fact_orders);
-    - frequency: number of revenue-bearing orders; monetary_usd: their total amount.
-    - Scores 1-5 by quintile (ntile(5)); 5 is best: most recent, most frequent, highest spend.
-      Ties are broken deterministically: recency by monetary then customer_id, frequency by
-      monetary then customer_id, monetary by frequency then customer_id (higher customer_id
-      scores higher within an exact tie).
+      (var rfm_as_of_date, default the newest order date in fact_orders); a customer with no
+      revenue-bearing order is measured from their last order of any status instead.
+    - Scores 1-5 by quintile (ntile(5)) over that whole population; 5 is best: most recent, most
+      frequent, highest spend. Ties are broken deterministically: recency by monetary then
+      customer_id, frequency by monetary then customer_id, monetary by frequency then
+      customer_id (higher customer_id scores higher within an exact tie). Customers without
+      revenue (F = M = 0) therefore take the lowest F and M ranks.
     - fm_score = (f_score + m_score) / 2 rounded half up; the segment comes from the
       seed rfm_segments (r_score x fm_score -> segment, 25 cells).
 -#}
@@ -32,38 +36,55 @@ as_of as (
 customer_orders as (
     select
         orders.customer_id,
-        min(orders.order_date) as first_order_date,
-        max(orders.order_date) as last_order_date,
-        count(*) as frequency,
-        sum(orders.amount_usd) as monetary_usd
+        min(case when orders.is_revenue_bearing then orders.order_date end) as first_order_date,
+        max(case when orders.is_revenue_bearing then orders.order_date end) as last_order_date,
+        max(orders.order_date) as last_any_order_date,
+        count(case when orders.is_revenue_bearing then 1 end) as frequency,
+        coalesce(
+            sum(case when orders.is_revenue_bearing then orders.amount_usd end),
+            cast(0 as decimal(18, 2))
+        ) as monetary_usd
     from orders
-    where orders.is_revenue_bearing
-        and orders.customer_id is not null
+    where orders.customer_id is not null
     group by 1
 ),
 
 measured as (
     select
-        customer_orders.*,
-        as_of.as_of_date,
-        {{ dbt.datediff('customer_orders.last_order_date', 'as_of.as_of_date', 'day') }} as recency_days
+        customer_orders.customer_id,
+        customer_orders.first_order_date,
+        customer_orders.last_order_date,
+        customer_orders.frequency,
+        customer_orders.monetary_usd,
+        -- no revenue-bearing order: recency from the last order of any status
+        coalesce(
+            customer_orders.last_order_date, customer_orders.last_any_order_date
+        ) as recency_order_date,
+        as_of.as_of_date
     from customer_orders
     cross join as_of
 ),
 
-scored as (
+dated as (
     select
         measured.*,
+        {{ dbt.datediff('measured.recency_order_date', 'measured.as_of_date', 'day') }} as recency_days
+    from measured
+),
+
+scored as (
+    select
+        dated.*,
         ntile(5) over (
-            order by measured.recency_days desc, measured.monetary_usd, measured.customer_id
+            order by dated.recency_days desc, dated.monetary_usd, dated.customer_id
         ) as r_score,
         ntile(5) over (
-            order by measured.frequency, measured.monetary_usd, measured.customer_id
+            order by dated.frequency, dated.monetary_usd, dated.customer_id
         ) as f_score,
         ntile(5) over (
-            order by measured.monetary_usd, measured.frequency, measured.customer_id
+            order by dated.monetary_usd, dated.frequency, dated.customer_id
         ) as m_score
-    from measured
+    from dated
 ),
 
 combined as (
@@ -79,6 +100,7 @@ final as (
         combined.as_of_date,
         combined.first_order_date,
         combined.last_order_date,
+        combined.recency_order_date,
         combined.recency_days,
         combined.frequency,
         combined.monetary_usd,

@@ -1,7 +1,7 @@
 -- Registered customers with their order history. total_orders, lifetime_value_usd and the
 -- first/last order dates count revenue-bearing orders only (as RFM and cohorts do);
--- orders_placed counts every order. customer_segment is null for customers with no
--- revenue-bearing order.
+-- orders_placed counts every order. Every customer with at least one order (any status) is in
+-- customer_rfm and so has exactly one customer_segment; customers who never ordered have none.
 with
 
 customers as (

@@ -1,0 +1,135 @@
+"""Fixtures of the reliability matrix, and its one-line summary at the end of the test output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.demo.server import DemoServer
+
+from .harness import ADMIN_EMAIL, PAYLOAD_API_KEY, PAYLOAD_PASSWORD, LogCapture, Scenario
+from .support import TALLY
+
+TOTAL_SCENARIOS = 12
+_outcomes: dict[int, list[str]] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "scenario(number): a reliability-matrix scenario (1-12, see docs/proof.md)"
+    )
+
+
+def _harness_running() -> bool:
+    """True when a Prefect test harness is already active in this session (e.g. the one of
+    tests/orchestration): reuse it rather than start a second server."""
+    server = SubprocessASGIServer._instances.get(None)
+    url = PREFECT_API_URL.value()
+    return bool(server is not None and url and url == server.api_url and server.server_process)
+
+
+@pytest.fixture(scope="session")
+def matrix_prefect_api() -> Iterator[str]:
+    """One Prefect API for the whole matrix (a test harness starts in ~20-30 s)."""
+    if _harness_running():
+        yield str(PREFECT_API_URL.value())
+        return
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def matrix_client(matrix_prefect_api: str) -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as client:
+        yield client
+
+
+@pytest.fixture
+def scenario(
+    matrix_client: SyncPrefectClient,
+    make_demo_server: Callable[..., DemoServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: LogCapture,
+) -> Iterator[Scenario]:
+    """A fresh demo API (small preset, its own store) and a fresh lakehouse."""
+    server = make_demo_server(
+        admin_email=ADMIN_EMAIL, admin_password=PAYLOAD_PASSWORD, api_key=PAYLOAD_API_KEY
+    )
+    monkeypatch.chdir(tmp_path)
+    state = Scenario(
+        server=server,
+        lakehouse=tmp_path / "lakehouse",
+        client=matrix_client,
+        monkeypatch=monkeypatch,
+        workdir=tmp_path,
+    )
+    try:
+        yield state
+    finally:
+        state.set_faults(None)
+        for run in state.cli_runs:
+            if run.process.poll() is None:
+                run.process.kill()
+                run.process.wait(timeout=30)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """Every log record emitted during the test (any thread), for assertions and the scan."""
+    capture = LogCapture().install()
+    try:
+        yield capture
+    finally:
+        capture.uninstall()
+
+
+# --- the summary line ----------------------------------------------------------------------
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    number = _scenario_number(report)
+    if number is None:
+        return
+    if report.when == "call" or report.outcome != "passed":
+        passed = report.outcome == "passed" and not hasattr(report, "wasxfail")
+        _outcomes.setdefault(number, []).append("passed" if passed else "failed")
+
+
+def _scenario_number(report: pytest.TestReport) -> int | None:
+    for name, value in report.user_properties:
+        if name == "scenario":
+            return int(str(value))
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _record_scenario(request: pytest.FixtureRequest) -> None:
+    marker = request.node.get_closest_marker("scenario")
+    if marker is not None:
+        request.node.user_properties.append(("scenario", marker.args[0]))
+
+
+def summary_line() -> str | None:
+    if not _outcomes:
+        return None
+    passed = sum(1 for results in _outcomes.values() if all(r == "passed" for r in results))
+    return (
+        f"reliability matrix: {passed}/{TOTAL_SCENARIOS} scenarios passed, "
+        f"{TALLY.documents_compared} documents compared"
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After pytest's own final line, so the summary is the last line of the output.
+    line = summary_line()
+    reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+    if line is not None and reporter is not None:
+        reporter.write_line(line)
