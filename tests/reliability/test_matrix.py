@@ -22,6 +22,7 @@ import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.demo.store import format_timestamp
+from flows.orchestration.tasks import PAYLOAD_API_TAG
 from flows.settings import ALL_COLLECTIONS
 
 from .harness import (
@@ -231,6 +232,11 @@ def test_08_sigkill_during_a_load_then_rerun(scenario: Scenario, logs: LogCaptur
     assert run.wait(timeout=60) == -signal.SIGKILL
     assert loaded and "orders" not in loaded, loaded
     scenario.set_faults(None)
+    # The killed run's load tasks still hold their `payload-api` concurrency slots (300 s
+    # leases). A `prefect server` frees them when the leases expire (its repossessor service);
+    # the test harness's server runs no services, so free them now, as `prefect
+    # concurrency-limit reset payload-api` would.
+    scenario.client.reset_concurrency_limit_by_tag(PAYLOAD_API_TAG)
 
     rerun = scenario.start_cli("--skip-dbt", name="rerun")
     assert rerun.wait(timeout=600) == 0, rerun.output[-3000:]
