@@ -9,19 +9,11 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.demo.server import DemoServer, serve_demo
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "demo-password"
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A temporary Prefect server + database for the whole session (starts in ~20-30 s)."""
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +26,7 @@ def demo() -> Iterator[DemoServer]:
 
 
 @pytest.fixture(scope="session")
-def client(prefect_api: None) -> Iterator[SyncPrefectClient]:
+def client(prefect_api: str) -> Iterator[SyncPrefectClient]:
     with get_client(sync_client=True) as prefect_client:
         yield prefect_client
 
@@ -57,7 +49,7 @@ def pipeline_environment(demo: DemoServer, lakehouse: Path, **overrides: str) ->
 
 
 @pytest.fixture(scope="session")
-def run_pipeline(prefect_api: None, demo: DemoServer) -> Callable[..., tuple[Any, dict[str, str]]]:
+def run_pipeline(prefect_api: str, demo: DemoServer) -> Callable[..., tuple[Any, dict[str, str]]]:
     """Run the real flow with the given env overrides; return (final state, env used)."""
     from flows.main import payload_lakehouse
 

@@ -145,7 +145,7 @@ def test_load_table_rows_and_summary() -> None:
 
 
 @pytest.fixture
-def relay(prefect_api: None) -> Iterator[str]:
+def relay(prefect_api: str) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, token="relay-token")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -182,7 +182,7 @@ def test_relay_emits_the_change_event(relay: str, client: SyncPrefectClient) -> 
 
 @pytest.mark.slow
 def test_cli_runs_the_demo_end_to_end(
-    prefect_api: None,
+    prefect_api: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.demo.server import DemoServer
 
@@ -27,26 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _harness_running() -> bool:
-    """True when a Prefect test harness is already active in this session (e.g. the one of
-    tests/orchestration): reuse it rather than start a second server."""
-    server = SubprocessASGIServer._instances.get(None)
-    url = PREFECT_API_URL.value()
-    return bool(server is not None and url and url == server.api_url and server.server_process)
-
-
 @pytest.fixture(scope="session")
-def matrix_prefect_api() -> Iterator[str]:
-    """One Prefect API for the whole matrix (a test harness starts in ~20-30 s)."""
-    if _harness_running():
-        yield str(PREFECT_API_URL.value())
-        return
-    with prefect_test_harness(server_startup_timeout=180):
-        yield str(PREFECT_API_URL.value())
-
-
-@pytest.fixture(scope="session")
-def matrix_client(matrix_prefect_api: str) -> Iterator[SyncPrefectClient]:
+def matrix_client(prefect_api: str) -> Iterator[SyncPrefectClient]:
     with get_client(sync_client=True) as client:
         yield client
 
