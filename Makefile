@@ -23,7 +23,8 @@ PORT ?= 3000
 COLLECTION ?= orders
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run test test-fast lint format bench demo-api clean server deploy worker change
+.PHONY: help install run test test-fast lint format bench demo-api clean server deploy worker change \
+	stack-up stack-down stack-status run-stack
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,13 +49,13 @@ test-fast: install ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check flows tests
-	$(VENV)/bin/ruff format --check flows tests
+	$(VENV)/bin/ruff check flows tests deployments
+	$(VENV)/bin/ruff format --check flows tests deployments
 	$(VENV)/bin/mypy
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix flows tests
-	$(VENV)/bin/ruff format flows tests
+	$(VENV)/bin/ruff check --fix flows tests deployments
+	$(VENV)/bin/ruff format flows tests deployments
 
 bench: install ## Run the benchmarks; writes bench-results.json
 	$(PY) -m flows.bench $(ARGS)
@@ -89,3 +90,19 @@ worker: install ## Start a process worker for the local-process pool (env from $
 
 change: install ## Emit payload.collection.changed for COLLECTION (default orders) -> an on-change run
 	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(PY) -m flows.orchestration.relay emit $(COLLECTION)
+
+# --- The production-shaped stack on this machine: S3 (moto), Iceberg REST catalog, Trino, and
+# a Prefect server on PostgreSQL (deployments/stack). Ports: STACK_*_PORT; logs: .stack/logs.
+STACK_ENV := .stack/stack.env
+
+stack-up: install ## Install (cached) and start the stack, wait until Trino answers queries
+	$(PY) -m deployments.stack up
+
+stack-down: install ## Stop every process stack-up started (the in-memory S3 data goes with it)
+	$(PY) -m deployments.stack down
+
+stack-status: install ## One line per stack service: healthy / running / down
+	$(PY) -m deployments.stack status
+
+run-stack: stack-up ## The pipeline on the stack: demo API -> REST catalog on S3 -> dbt on Trino
+	set -a; . $(STACK_ENV); set +a; $(PY) flows/main.py $(ARGS)

@@ -40,6 +40,7 @@ from flows.orchestration.artifacts import (
     publish_summary,
     summary_markdown,
 )
+from flows.orchestration.blocks import run_settings
 from flows.orchestration.caching import (
     lakehouse_identifier,
     load_cache_options,
@@ -119,7 +120,7 @@ def payload_lakehouse(
     """
     logger = get_run_logger()
     overrides: dict[str, Any] = {"dbt_target": dbt_target} if dbt_target else {}
-    settings = load_settings(**overrides)
+    settings = run_settings(**overrides)
     selected = list(settings.payload_collections if collections is None else collections)
     unknown = sorted(set(selected) - set(ALL_COLLECTIONS))
     if unknown:
@@ -358,6 +359,19 @@ def print_results(settings: Settings, result: dict[str, Any]) -> None:
     )
     if result["marts"]:
         print(f"  marts       {', '.join(result['marts'])}")
+    if settings.dbt_target is DbtTarget.TRINO and result["dbt"]:
+        # Printed, not executed; catalog and namespace are validated settings.
+        query = f"select * from {settings.iceberg_marts_namespace}.fact_orders limit 5"  # noqa: S608
+        print(
+            f"  trino       {settings.trino_http_scheme}://{settings.trino_host}:"
+            f"{settings.trino_port}, catalog {settings.trino_catalog}"
+        )
+        print()
+        print("Try a query with the trino client (.stack/bin/trino on the local stack):")
+        print(
+            f"  trino --server {settings.trino_http_scheme}://{settings.trino_host}:"
+            f'{settings.trino_port} --catalog {settings.trino_catalog} --execute "{query}"'
+        )
     if settings.dbt_target is DbtTarget.LOCAL and result["dbt"]:
         duckdb_file = settings.duckdb_path
         print(f"  duckdb      {duckdb_file}")

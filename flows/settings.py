@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     s3_path_style_access: bool = True
+    aws_credentials_block: str | None = Field(
+        default=None,
+        description="Name of a prefect-aws AwsCredentials block with the warehouse's S3 keys "
+        "(and endpoint), used by flow runs when S3_ACCESS_KEY_ID is not set.",
+    )
 
     # --- Transform: dbt --------------------------------------------------------------------
     dbt_target: DbtTarget = Field(default=DbtTarget.LOCAL)

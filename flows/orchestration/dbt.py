@@ -18,7 +18,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
-from flows.settings import ALL_COLLECTIONS, COLLECTION_TABLES, load_settings
+from flows.orchestration.blocks import run_settings
+from flows.settings import ALL_COLLECTIONS, COLLECTION_TABLES
 from flows.transform.dbt_project import DBT_PROJECT_DIR, applied_environment, dbt_environment
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
@@ -66,7 +67,7 @@ def run_results_exist(target_path: Path) -> bool:
 @flow(name="dbt-build", retries=1, retry_delay_seconds=5)
 def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[str, Any]:
     """`dbt build` (first attempt) or `dbt retry` (flow retries) on the configured target."""
-    settings = load_settings(dbt_target=dbt_target) if dbt_target else load_settings()
+    settings = run_settings(dbt_target=dbt_target) if dbt_target else run_settings()
     target = str(settings.dbt_target)
     logger = get_run_logger()
     environment = dbt_environment(settings)

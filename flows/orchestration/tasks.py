@@ -22,10 +22,10 @@ from flows.lakehouse.load import (
     prepare_lakehouse,
     table_state,
 )
+from flows.orchestration.blocks import run_settings
 from flows.orchestration.caching import LOAD_CACHE_POLICY, STATE_CACHE_POLICY
 from flows.orchestration.events import emit_collection_loaded
 from flows.orchestration.retries import retry_if_transient
-from flows.settings import load_settings
 from flows.transform.dbt_project import headline_metrics, publish_marts
 
 # Every load task carries this tag; a tag concurrency limit on it caps simultaneous requests.
@@ -48,7 +48,7 @@ def ensure_request_limit(limit: int, tag: str = PAYLOAD_API_TAG) -> int:
 @task(name="prepare-lakehouse", cache_policy=NO_CACHE, persist_result=False)
 def prepare_lakehouse_task() -> None:
     """Create the catalog and namespaces before the parallel loads (avoids creation races)."""
-    prepare_lakehouse(load_settings())
+    prepare_lakehouse(run_settings())
 
 
 @task(
@@ -63,7 +63,7 @@ def lakehouse_state(collection: str, lakehouse: str) -> str:
     Cached per flow run: a retry of the same run gets the *pre-load* state back, which keeps the
     load task's cache key stable across retries (see flows/orchestration/caching.py).
     """
-    return table_state(load_settings(), collection)
+    return table_state(run_settings(), collection)
 
 
 @task(
@@ -91,7 +91,7 @@ def load_collection_task(
     `table_state`, `source`, `lakehouse` and `change_id` are not needed to load: they are part of
     the cache key (same pre-load state of the same table from the same source -> same result).
     """
-    settings = load_settings()
+    settings = run_settings()
     logger = get_run_logger()
     report = load_collection(settings, collection, mode, since)
     logger.info(
@@ -116,10 +116,10 @@ def load_collection_task(
 @task(name="publish-marts", cache_policy=NO_CACHE, persist_result=False)
 def publish_marts_task(dbt_target: str) -> list[str]:
     """Copy the built marts into the Iceberg marts namespace (local target)."""
-    return publish_marts(load_settings(dbt_target=dbt_target))
+    return publish_marts(run_settings(dbt_target=dbt_target))
 
 
 @task(name="headline-metrics", cache_policy=NO_CACHE, persist_result=False)
 def headline_metrics_task(dbt_target: str) -> dict[str, Any]:
     """Orders, revenue and customers by segment, read from the marts for the summary artifact."""
-    return headline_metrics(load_settings(dbt_target=dbt_target))
+    return headline_metrics(run_settings(dbt_target=dbt_target))

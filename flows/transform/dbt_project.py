@@ -268,12 +268,16 @@ def _iceberg_friendly(table: pa.Table) -> pa.Table:
 def publish_marts(settings: Settings) -> list[str]:
     """Copy every mart table from the DuckDB file into the Iceberg namespace
     ICEBERG_MARTS_NAMESPACE: one commit per table, replacing its contents (schema evolved by
-    name). Returns the Iceberg identifiers. Trino target: the marts already are Iceberg
-    tables, nothing to do."""
-    if settings.dbt_target is not DbtTarget.LOCAL:
-        return []
+    name). Returns the Iceberg identifiers. Trino target: dbt-trino built the marts as Iceberg
+    tables in that namespace already; nothing is copied, the identifiers are listed."""
     namespace = settings.iceberg_marts_namespace
     catalog = get_catalog(settings)
+    if settings.dbt_target is not DbtTarget.LOCAL:
+        try:
+            listed = catalog.list_tables(namespace)
+        except Exception as error:
+            raise catalog_error(settings, f"list the marts in {namespace} of", error) from error
+        return sorted(".".join(identifier) for identifier in listed)
     ensure_namespace(catalog, namespace)
     published: list[str] = []
     with open_duckdb(settings) as connection:

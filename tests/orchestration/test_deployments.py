@@ -1,5 +1,6 @@
-"""prefect.yaml for real: a local Prefect server, the work pool, `prefect deploy --all`, a process
-worker, a deployment run that completes, and a change event that creates an `on-change` run.
+"""prefect.yaml for real: the live stack's Prefect server (on PostgreSQL), the work pool,
+`prefect deploy --all`, a process worker, a deployment run that completes, and a change event
+that creates an `on-change` run.
 
 Every process started here runs in its own process group and is stopped at the end (the worker
 first: workers do not exit on SIGTERM once their server is gone).
@@ -9,11 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -59,48 +52,30 @@ def run(
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """`prefect server start` on a free port with its own PREFECT_HOME; yields the CLI env."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
+def prefect_server(live_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The live stack's Prefect server (PostgreSQL-backed, as in production); yields the CLI
+    environment with the stack's pipeline settings (REST catalog, S3 warehouse whose keys come
+    from the stack's AwsCredentials block, S3Bucket result storage)."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("PREFECT_")
+        if not key.startswith(("PREFECT_", "ICEBERG_", "S3_", "DBT_"))
         or key == "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
     }
+    env.update(live_stack.pipeline_environment())
     env.update(
         {
-            "PREFECT_HOME": str(home),
-            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-client-home")),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PAYLOAD_LAKEHOUSE_ROOT": str(REPO_ROOT),
+            "ICEBERG_NAMESPACE": "deploy_test_ecommerce",
+            "DBT_TARGET": "trino",
         }
     )
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()}")
-            time.sleep(1)
-        yield env
-    finally:
-        stop_group(server)
-        log.close()
+    health = httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=10)
+    assert health.status_code == 200, health.text
+    return env
 
 
 def flow_runs_of(api: str, deployment: str) -> list[dict[str, Any]]:
@@ -140,7 +115,8 @@ def test_deploy_run_and_trigger(
     for name in ("daily", "on-change", "transform", "reconcile"):
         assert f"payload-lakehouse/{name}" in deployed.stdout
 
-    # The worker's flow runs read the demo Payload API and write an isolated lakehouse.
+    # The worker's flow runs read the demo Payload API and write the stack's lakehouse (REST
+    # catalog + S3, in their own namespace), with results in the stack's S3 bucket.
     worker_env = {
         **env,
         "PAYLOAD_CMS_URL": demo.url,

@@ -52,7 +52,7 @@ def test_local_environment_points_at_current_snapshots(
     # The relation reads in place, offline, with the wheels' extensions only.
     with duckdb.connect(":memory:", config=duckdb_config(settings)) as connection:
         relation = env["DBT_RAW_ORDERS_LOCATION"]
-        count = connection.sql(f"select count(*) from {relation}")  # noqa: S608
+        count = connection.sql(f"select count(*) from {relation}")
         assert count.fetchone() == (len(demo_dataset_small.collections["orders"]),)
 
     # A new commit moves the location: staging views then read the newest snapshot.
@@ -66,7 +66,7 @@ def test_local_environment_points_at_current_snapshots(
     assert newer["DBT_RAW_ORDERS_LOCATION"] != env["DBT_RAW_ORDERS_LOCATION"]
     with duckdb.connect(":memory:", config=duckdb_config(settings)) as connection:
         relation = newer["DBT_RAW_ORDERS_LOCATION"]
-        count = connection.sql(f"select count(*) from {relation}")  # noqa: S608
+        count = connection.sql(f"select count(*) from {relation}")
         assert count.fetchone() == (10,)
 
 
