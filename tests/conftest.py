@@ -132,4 +132,9 @@ def live_stack() -> Iterator[Any]:
         yield config
     finally:
         down(config)
+        # `down` leaves nothing running: no service answers, no recorded process is alive.
+        from deployments.stack.services import status
+
+        left = {name: state for name, state in status(config).items() if state != "down"}
         shutil.rmtree(stack_dir, ignore_errors=True)
+        assert not left, f"stack-down left services running: {left}"

@@ -18,12 +18,14 @@ from deployments.stack.install import StackError
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks), None when no such process."""
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None when no such process is
+    alive (a zombie, exited but not yet reaped by its parent, counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in {"Z", "X"} else fields[19]
 
 
 class ManagedProcess:
