@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
 from flows.lakehouse.catalog import catalog_error, ensure_namespace, get_catalog
 from flows.lakehouse.errors import CatalogError
@@ -275,6 +275,8 @@ def publish_marts(settings: Settings) -> list[str]:
     if settings.dbt_target is not DbtTarget.LOCAL:
         try:
             listed = catalog.list_tables(namespace)
+        except NoSuchNamespaceError:
+            return []  # dbt has not built the marts yet
         except Exception as error:
             raise catalog_error(settings, f"list the marts in {namespace} of", error) from error
         return sorted(".".join(identifier) for identifier in listed)

@@ -151,6 +151,26 @@ def test_every_collection_lands_in_s3_through_the_rest_catalog(
     assert compared == sum(len(docs) for docs in documents.values())
 
 
+def test_prefect_aws_blocks_carry_the_s3_keys_and_the_results(
+    stack_run: StackRun, live_stack: StackConfig
+) -> None:
+    """The flow run had no S3 key in its environment (the AwsCredentials block supplied it), and
+    its task results went to the S3Bucket block's bucket."""
+    import boto3
+
+    assert "S3_ACCESS_KEY_ID" not in stack_run.env
+    assert stack_run.env["AWS_CREDENTIALS_BLOCK"] == live_stack.aws_credentials_block
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=live_stack.s3_url,
+        aws_access_key_id=live_stack.s3_access_key,
+        aws_secret_access_key=live_stack.s3_secret_key,
+        region_name=live_stack.s3_region,
+    )
+    results = s3.list_objects_v2(Bucket=live_stack.results_bucket).get("KeyCount", 0)
+    assert results >= len(ALL_COLLECTIONS)  # at least one persisted load result per collection
+
+
 def test_trino_reads_every_raw_table(stack_run: StackRun) -> None:
     cursor = stack_run.cursor()
     documents = store_snapshot(stack_run.demo.store)

@@ -75,7 +75,7 @@ def test_missing_raw_tables_are_named(settings: Settings) -> None:
         dbt_environment(settings)
 
 
-def test_trino_environment_and_publish_are_catalog_free(tmp_path: Path) -> None:
+def test_trino_environment_and_publish_copy_nothing(tmp_path: Path) -> None:
     trino = load_settings(
         lakehouse_dir=tmp_path / "lakehouse",
         dbt_target="trino",
@@ -93,7 +93,8 @@ def test_trino_environment_and_publish_are_catalog_free(tmp_path: Path) -> None:
     assert env["TRINO_AUTH_METHOD"] == "ldap"
     assert env["TRINO_PASSWORD"] == "s3cret"
     assert "DBT_DUCKDB_PATH" not in env
-    assert publish_marts(trino) == []  # marts already are Iceberg tables on Trino
+    # Marts already are Iceberg tables on Trino: publishing lists them (none built yet here).
+    assert publish_marts(trino) == []
 
 
 def test_applied_environment_restores_previous_values() -> None:
