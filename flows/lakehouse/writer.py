@@ -10,7 +10,8 @@ Why not `Table.upsert` or `delete` + `append`: `upsert` scans with a per-row OR 
 3. rewrites only those files without the replaced/deleted rows, writes the new rows as new
    Parquet files, and swaps them in with a single `overwrite` snapshot (a plain `append`
    snapshot when nothing is replaced);
-4. stores the cursor in the table properties and the snapshot summary, in the same commit.
+4. stores the cursor and the source's identity in the table properties and the snapshot
+   summary, in the same commit (flows/lakehouse/identity.py).
 
 Every commit asserts that `main` still points at the snapshot we read. If a concurrent writer won
 the race (`CommitFailedException`) we reload and redo the whole write (bounded); rows older than
@@ -48,6 +49,7 @@ from pyiceberg.table.update import AssertRefSnapshotId
 from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
 
 from flows.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from flows.lakehouse.identity import SOURCE_PROPERTY, check_source
 from flows.lakehouse.schema import (
     ICEBERG_TYPES,
     JSON_DOC,
@@ -78,6 +80,7 @@ class WritePlan:
     replace_all: bool = False  # full refresh
     reconcile_ids: set[int] | None = None  # reconcile: every id that exists upstream
     cursor_after: Cursor | None = None
+    source: str | None = None  # the source's identity, recorded with the cursor
 
 
 @dataclass
@@ -100,6 +103,11 @@ def read_cursor(table: Table | None) -> Cursor | None:
         return None
     value = table.properties.get(CURSOR_PROPERTY)
     return Cursor.decode(value) if value else None
+
+
+def read_source(table: Table | None) -> str | None:
+    """The identity of the source the table was loaded from (None: not recorded yet)."""
+    return None if table is None else table.properties.get(SOURCE_PROPERTY)
 
 
 def load_table(catalog: Catalog, identifier: str) -> Table | None:
@@ -239,6 +247,9 @@ def _attempt(
     catalog: Catalog, identifier: str, plan: WritePlan, result: WriteResult
 ) -> WriteResult:
     table = load_or_create(catalog, identifier, plan.fields)
+    if plan.source is not None and not plan.replace_all:
+        # Checked before reading too; again here, in case another run switched it meanwhile.
+        check_source(plan.collection, identifier, read_source(table), plan.source)
     cursor_before = read_cursor(table)
     result.cursor_before = cursor_before
     snapshot = table.current_snapshot()
@@ -290,13 +301,12 @@ def _attempt(
         remove_ids = pa.concat_arrays([replaced, gone]).unique()
         deleted = len(gone)
 
-    cursor_after = plan.cursor_after
-    if cursor_before is not None and (cursor_after is None or cursor_after < cursor_before):
-        cursor_after = cursor_before  # never move the cursor backwards (backfills, races)
+    cursor_after = _cursor_after(plan, cursor_before)
     result.cursor_after = cursor_after
     cursor_moved = cursor_after != cursor_before
+    source_changed = plan.source is not None and plan.source != read_source(table)
     nothing_to_write = len(data) == 0 and len(remove_ids) == 0
-    if nothing_to_write and not cursor_moved:
+    if nothing_to_write and not cursor_moved and not source_changed:
         result.committed = False
         result.snapshot_id = snapshot.snapshot_id if snapshot else None
         return result
@@ -304,6 +314,8 @@ def _attempt(
     properties = {LOAD_ID_PROPERTY: plan.load_id}
     if cursor_after is not None:
         properties[CURSOR_PROPERTY] = cursor_after.encode()
+    if plan.source is not None:
+        properties[SOURCE_PROPERTY] = plan.source
     commit_uuid = uuid.uuid4()
     counter = itertools.count(0)
     removed_files = []
@@ -340,12 +352,28 @@ def _attempt(
             for data_file in added_files:
                 update.append_data_file(data_file)
     txn.set_properties({**properties, **TABLE_PROPERTIES})
+    if cursor_after is None and cursor_before is not None:
+        txn.remove_properties(CURSOR_PROPERTY)  # a full refresh that read nothing
     committed_table = txn.commit_transaction()
     new_snapshot = committed_table.current_snapshot()
     result.snapshot_id = new_snapshot.snapshot_id if new_snapshot else None
     result.committed = True
     result.inserted, result.updated, result.deleted = inserted, updated, deleted
     return result
+
+
+def _cursor_after(plan: WritePlan, cursor_before: Cursor | None) -> Cursor | None:
+    """The cursor to commit. An upsert never moves it backwards (backfills, races). A full
+    refresh replaces the table with exactly what it read, so its cursor is its own read's, even
+    if older: a source with older documents (after a switch of source), or a concurrent run's
+    newer rows this replace dropped, are then read again by the next incremental run."""
+    if plan.replace_all:
+        return plan.cursor_after
+    if cursor_before is not None and (
+        plan.cursor_after is None or plan.cursor_after < cursor_before
+    ):
+        return cursor_before
+    return plan.cursor_after
 
 
 def write(catalog: Catalog, identifier: str, plan: WritePlan) -> WriteResult:
