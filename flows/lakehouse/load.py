@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
 
 from flows.lakehouse.catalog import catalog_error, get_catalog, prepare_lakehouse
 from flows.lakehouse.errors import (
@@ -246,10 +247,7 @@ def load_collection(
     loaded_at = int(datetime.now(UTC).timestamp() * 1_000_000)
 
     catalog = get_catalog(settings)
-    try:
-        table = load_table(catalog, identifier)
-    except Exception as error:
-        raise catalog_error(settings, "read", error) from error
+    table = _existing_table(catalog, settings, identifier)
     cursor_before = read_cursor(table)
     converter = DocumentConverter.for_collection(
         collection, existing_kinds(table.schema()) if table is not None else None
@@ -267,13 +265,7 @@ def load_collection(
     finally:
         client.close()
 
-    if (
-        mode is LoadMode.INCREMENTAL
-        and table is not None
-        and extract.data is None
-        and not extract.rejected
-        and (extract.last_cursor is None or extract.last_cursor == cursor_before)
-    ):
+    if mode is LoadMode.INCREMENTAL and table is not None and _unchanged(extract, cursor_before):
         # Nothing changed upstream: no commit, and no second catalog round trip.
         snapshot = table.current_snapshot()
         return _report(
@@ -307,6 +299,22 @@ def load_collection(
         raise catalog_error(settings, f"write {identifier} to", error) from error
     return _committed_report(
         collection, identifier, mode, extract, cursor_before, result, started, source
+    )
+
+
+def _existing_table(catalog: Catalog, settings: Settings, identifier: str) -> Table | None:
+    try:
+        return load_table(catalog, identifier)
+    except Exception as error:
+        raise catalog_error(settings, "read", error) from error
+
+
+def _unchanged(extract: _Extract, cursor_before: Cursor | None) -> bool:
+    """The read found nothing new: no document, no reject, the cursor where it was."""
+    return (
+        extract.data is None
+        and not extract.rejected
+        and (extract.last_cursor is None or extract.last_cursor == cursor_before)
     )
 
 

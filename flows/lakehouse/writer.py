@@ -243,6 +243,85 @@ def _write_files(
     )
 
 
+@dataclass
+class _Changes:
+    """What one attempt will do to the table: rows to write, ids whose current row goes."""
+
+    data: pa.Table
+    remove_ids: pa.Array
+    inserted: int
+    updated: int
+    deleted: int
+
+
+def _plan_changes(
+    plan: WritePlan, target: pa.Schema, files: list[_FileKeys], result: WriteResult
+) -> _Changes:
+    data = (
+        conform(plan.data, target)
+        if plan.data is not None
+        else conform(pa.table({"id": pa.array([], pa.int64())}), target)
+    )
+    existing_ids = (
+        pa.chunked_array([f.ids for f in files], type=pa.int64()).combine_chunks()
+        if files
+        else pa.array([], pa.int64())
+    )
+    if not plan.replace_all:
+        data, result.skipped_stale = _drop_stale(data, files)
+    gone = pa.array([], pa.int64())
+    if plan.reconcile_ids is not None and not plan.replace_all:
+        alive = pa.array(sorted(plan.reconcile_ids), pa.int64())
+        gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
+        # A row read earlier in this run whose document vanished upstream since: not written.
+        data = data.filter(pc.is_in(data.column("id"), value_set=alive))
+    incoming_ids = data.column("id").combine_chunks()
+    in_table = pc.is_in(incoming_ids, value_set=existing_ids)
+    updated = int(pc.sum(in_table).as_py() or 0)
+
+    # Ids whose current row must disappear: replaced ones, plus gone upstream (reconcile).
+    if plan.replace_all:
+        vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
+        return _Changes(
+            data, existing_ids, len(data) - updated, updated, int(pc.sum(vanished).as_py() or 0)
+        )
+    replaced = pc.filter(incoming_ids, in_table)
+    remove_ids = pa.concat_arrays([replaced, gone]).unique()
+    return _Changes(data, remove_ids, len(data) - updated, updated, len(gone))
+
+
+def _stage_files(
+    metadata: TableMetadata,
+    table: Table,
+    files: list[_FileKeys],
+    changes: _Changes,
+    commit_uuid: uuid.UUID,
+    result: WriteResult,
+) -> tuple[list[DataFile], list[DataFile]]:
+    """(removed, added) data files: files holding a removed id are rewritten without it."""
+    target = arrow_schema_for(metadata.schema())
+    counter = itertools.count(0)
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
+    remove_ids = changes.remove_ids
+    if len(remove_ids):
+        for keys in files:
+            hit = pc.is_in(keys.ids, value_set=remove_ids)
+            hits = int(pc.sum(hit).as_py() or 0)
+            if hits == 0:
+                continue
+            removed.append(keys.task.file)
+            if hits < len(keys.ids):
+                rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(
+                    [keys.task]
+                )
+                kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
+                added += _write_files(metadata, table, conform(kept, target), commit_uuid, counter)
+                result.files_rewritten += 1
+    added += _write_files(metadata, table, changes.data, commit_uuid, counter)
+    return removed, added
+
+
 def _attempt(
     catalog: Catalog, identifier: str, plan: WritePlan, result: WriteResult
 ) -> WriteResult:
@@ -262,50 +341,14 @@ def _attempt(
     evolve_schema(txn, plan.collection, plan.fields)
     # `txn.table_metadata` re-applies every staged update (deep copies): read it once.
     metadata = txn.table_metadata
-    target = arrow_schema_for(metadata.schema())
-
-    data = (
-        conform(plan.data, target)
-        if plan.data is not None
-        else conform(pa.table({"id": pa.array([], pa.int64())}), target)
-    )
     files = _existing_keys(metadata, table)
-    existing_ids = (
-        pa.chunked_array([f.ids for f in files], type=pa.int64()).combine_chunks()
-        if files
-        else pa.array([], pa.int64())
-    )
-
-    skipped = 0
-    if not plan.replace_all:
-        data, skipped = _drop_stale(data, files)
-    result.skipped_stale = skipped
-    gone = pa.array([], pa.int64())
-    if plan.reconcile_ids is not None and not plan.replace_all:
-        alive = pa.array(sorted(plan.reconcile_ids), pa.int64())
-        gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
-        # A row read earlier in this run whose document vanished upstream since: not written.
-        data = data.filter(pc.is_in(data.column("id"), value_set=alive))
-    incoming_ids = data.column("id").combine_chunks()
-    in_table = pc.is_in(incoming_ids, value_set=existing_ids)
-    updated = int(pc.sum(in_table).as_py() or 0)
-    inserted = len(data) - updated
-
-    # Ids whose current row must disappear: replaced ones, plus gone upstream (reconcile).
-    if plan.replace_all:
-        remove_ids = existing_ids
-        vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
-        deleted = int(pc.sum(vanished).as_py() or 0)
-    else:
-        replaced = pc.filter(incoming_ids, in_table)
-        remove_ids = pa.concat_arrays([replaced, gone]).unique()
-        deleted = len(gone)
+    changes = _plan_changes(plan, arrow_schema_for(metadata.schema()), files, result)
 
     cursor_after = _cursor_after(plan, cursor_before)
     result.cursor_after = cursor_after
     cursor_moved = cursor_after != cursor_before
     source_changed = plan.source is not None and plan.source != read_source(table)
-    nothing_to_write = len(data) == 0 and len(remove_ids) == 0
+    nothing_to_write = len(changes.data) == 0 and len(changes.remove_ids) == 0
     if nothing_to_write and not cursor_moved and not source_changed:
         result.committed = False
         result.snapshot_id = snapshot.snapshot_id if snapshot else None
@@ -317,29 +360,7 @@ def _attempt(
     if plan.source is not None:
         properties[SOURCE_PROPERTY] = plan.source
     commit_uuid = uuid.uuid4()
-    counter = itertools.count(0)
-    removed_files = []
-    added_files = []
-    rewritten = 0
-    if len(remove_ids):
-        for keys in files:
-            hit = pc.is_in(keys.ids, value_set=remove_ids)
-            hits = int(pc.sum(hit).as_py() or 0)
-            if hits == 0:
-                continue
-            removed_files.append(keys.task.file)
-            if hits < len(keys.ids):
-                rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(
-                    [keys.task]
-                )
-                kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
-                added_files += _write_files(
-                    metadata, table, conform(kept, target), commit_uuid, counter
-                )
-                rewritten += 1
-    added_files += _write_files(metadata, table, data, commit_uuid, counter)
-    result.files_rewritten = rewritten
-
+    removed_files, added_files = _stage_files(metadata, table, files, changes, commit_uuid, result)
     if removed_files or added_files:
         producer = txn.update_snapshot(snapshot_properties=properties)
         snapshot_update = (
@@ -358,7 +379,11 @@ def _attempt(
     new_snapshot = committed_table.current_snapshot()
     result.snapshot_id = new_snapshot.snapshot_id if new_snapshot else None
     result.committed = True
-    result.inserted, result.updated, result.deleted = inserted, updated, deleted
+    result.inserted, result.updated, result.deleted = (
+        changes.inserted,
+        changes.updated,
+        changes.deleted,
+    )
     return result
 
 
