@@ -76,11 +76,13 @@ def summary_markdown(
     metrics: Mapping[str, Any] | None,
 ) -> str:
     lines = ["# Payload -> Iceberg lakehouse run", ""]
+    read = sum(r.documents_read for r in reports)
+    rejected = sum(r.rejected for r in reports)
     lines.append(
         f"**Mode** `{mode}` · **collections loaded** {len(reports)}"
         f" · **failed** {len(failures)}"
-        f" · **documents read** {sum(r.documents_read for r in reports):,}"
-        f" · **rejected** {sum(r.rejected for r in reports):,}"
+        f" · **documents read** {read:,}"
+        f" · **rejected** {rejected:,} ({rejected / read if read else 0:.1%})"
     )
     if failures:
         lines += ["", "## Failed collections", ""]

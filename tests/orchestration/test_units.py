@@ -148,6 +148,7 @@ def test_load_table_rows_and_summary() -> None:
         metrics={"orders": 1234, "revenue_usd": 5678.5, "customers_by_segment": {"Champions": 3}},
     )
     assert "**documents read** 500" in markdown
+    assert "**rejected** 1 (0.2%)" in markdown
     assert "40 success, 80 pass" in markdown
     assert "| revenue_usd | 5,678.50 |" in markdown
     assert "Champions: 3" in markdown

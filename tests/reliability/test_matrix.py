@@ -416,6 +416,7 @@ def test_13_every_document_malformed_the_same_way(scenario: Scenario, logs: LogC
     assert "(100%, above LOAD_MAX_REJECTED_SHARE=0.5)" in message, message
     assert "same reason, a systematic cause" in message, message
     assert f"missing or non-integer id (e.g. id '{malformed_id('orders', changed[0])}')" in message
+    print(f"scenario 13: the refused run took {elapsed:.1f}s")
     assert elapsed < 45, f"the refused run took {elapsed:.1f}s"
     assert all(run.run_count == 1 for run in _load_runs(scenario)), "a load task was retried"
 
@@ -467,6 +468,7 @@ def test_14_another_store_on_the_same_lakehouse(
     assert "SourceMismatchError" in message, message
     assert f"was loaded from {first}, but the configured source is demo store " in message
     assert "seed=7" in message and "--full-refresh" in message and "LAKEHOUSE_DIR" in message
+    print(f"scenario 14: the refused run took {elapsed:.1f}s")
     assert elapsed < 45, f"the refused run took {elapsed:.1f}s"
     assert all(run.run_count == 1 for run in _load_runs(scenario)), "a load task was retried"
     assert second.stats()["by_collection"] == {}, "the second store was read"
