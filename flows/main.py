@@ -34,6 +34,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from flows.lakehouse.errors import RejectionCeilingError
 from flows.lakehouse.load import LoadMode, LoadReport
 from flows.orchestration.artifacts import (
     publish_load_table,
@@ -53,6 +54,7 @@ from flows.orchestration.events import (
     emit_marts_built,
     emit_raw_loaded,
 )
+from flows.orchestration.retries import failure_exception
 from flows.orchestration.tasks import (
     ensure_request_limit,
     headline_metrics_task,
@@ -81,7 +83,8 @@ def failure_reason(state: State[Any]) -> str:
     try:
         state.result(raise_on_failure=True)
     except BaseException as error:
-        return f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        # Long enough for an actionable message (what failed, why, the ways out), still one line.
+        return f"{type(error).__name__}: {error}".splitlines()[0][:1000]
     return state.message or state.name or "failed"
 
 
@@ -128,7 +131,9 @@ def payload_lakehouse(
             f"unknown collection(s) {unknown}; expected a subset of {', '.join(ALL_COLLECTIONS)}"
         )
 
-    reports, failures = load_raw_layer(settings, selected, LoadMode(mode), since, change_id)
+    reports, failures, rejections = load_raw_layer(
+        settings, selected, LoadMode(mode), since, change_id
+    )
 
     wants_dbt = run_dbt and (bool(reports) or not selected)
     dbt_will_run = wants_dbt and (not failures or allow_partial)
@@ -137,7 +142,7 @@ def payload_lakehouse(
             "running" if dbt_will_run else "blocked" if run_dbt and failures else "skipped"
         )
         emit_raw_loaded(settings.iceberg_namespace, reports, sorted(failures), dbt=follow_up)
-    publish_load_table(reports, failures)
+    publish_load_table(reports, failures, rejections)
     if wants_dbt and not dbt_will_run:
         logger.warning(
             "dbt skipped: the raw layer is partial (%s failed); pass allow_partial=True to "
@@ -195,10 +200,13 @@ def load_raw_layer(
     mode: LoadMode,
     since: datetime | None,
     change_id: str | None,
-) -> tuple[list[LoadReport], dict[str, str]]:
-    """Fan out one load task per collection and wait; each one commits on its own."""
+) -> tuple[list[LoadReport], dict[str, str], dict[str, tuple[int, float]]]:
+    """Fan out one load task per collection and wait; each one commits on its own.
+
+    Returns the reports, the failures (collection -> reason) and, for loads refused by the
+    rejection ceiling, their (rejected, share) for the artifact."""
     if not collections:
-        return [], {}
+        return [], {}, {}
     ensure_request_limit(settings.payload_request_concurrency)
     prepare_lakehouse_task()
 
@@ -218,7 +226,7 @@ def load_raw_layer(
         table_state=states,
         mode=unmapped(mode),
         since=unmapped(since),
-        source=unmapped(source_identifier(settings)),
+        source=unmapped(source_identifier(settings, probe=True)),
         lakehouse=unmapped(lakehouse),
         change_id=unmapped(change_id),
     )
@@ -226,12 +234,16 @@ def load_raw_layer(
 
     reports: list[LoadReport] = []
     failures: dict[str, str] = {}
+    rejections: dict[str, tuple[int, float]] = {}
     for collection, future in zip(collections, loads, strict=True):
         if future.state.is_completed():
             reports.append(future.result())
-        else:
-            failures[collection] = failure_reason(future.state)
-    return reports, failures
+            continue
+        failures[collection] = failure_reason(future.state)
+        error = failure_exception(future.state)
+        if isinstance(error, RejectionCeilingError):
+            rejections[collection] = (error.rejected, round(error.share, 4))
+    return reports, failures, rejections
 
 
 # --- Command line ----------------------------------------------------------------------------

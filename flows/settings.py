@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     load_task_retry_delay_seconds: float = Field(
         default=10.0, ge=0, description="Base of the exponential backoff between task retries."
     )
+    load_max_rejected_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A collection load fails (commits nothing, cursor unchanged) when more than "
+        "this share of the documents it read was rejected; 0 disables the ceiling.",
+    )
     load_cache_minutes: float = Field(
         default=10.0,
         ge=0,

@@ -43,7 +43,7 @@ def _store_for(dataset: Dataset) -> Store:
 def demo_server(demo_dataset_small: Dataset) -> Iterator[DemoServer]:
     """One started demo API over the small preset for the whole session. Read-only use: do
     not change its data, faults or tokens (use `make_demo_server` for that)."""
-    server = DemoServer(_store_for(demo_dataset_small), seed=42).start()
+    server = DemoServer(_store_for(demo_dataset_small), seed=42, store_identity=DEMO_SMALL).start()
     try:
         yield server
     finally:
@@ -68,6 +68,7 @@ def make_demo_server(
             dataset = demo_dataset_small
         else:
             dataset = generate(preset, scale, seed)
+        kwargs.setdefault("store_identity", (preset, scale, seed))
         server = DemoServer(_store_for(dataset), seed=seed, **kwargs).start()
         servers.append(server)
         return server

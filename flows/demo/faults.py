@@ -14,6 +14,10 @@ Kinds:
 - `cut`: headers with the full Content-Length, half of the body, then the connection closes.
 - `truncate`: a 200 whose body is a strict prefix of the real JSON, with a matching
   Content-Length: a complete HTTP message whose body is never valid JSON.
+- `malform`: a valid response whose documents are all malformed the same way: every `id` of a
+  list response is a UUID string (as a Payload whose database adapter uses `idType: 'uuid'`
+  serves it), which a loader keyed on integer ids must reject. `malform:1:collection=orders`
+  turns a whole collection into such documents.
 
 CLI / admin spec: comma-separated `kind:rate[:option=value...]`, with shorthands `503:0.1x3`
 (burst 3), `latency:0.1@2.0` (delay 2 s), `429:0.05@3` (Retry-After 3); options `burst`,
@@ -29,7 +33,11 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("500", "502", "503", "429", "latency", "reset", "cut", "truncate")
+# Transport faults: a resilient client recovers from them by retrying. Document faults: the
+# response is valid, its documents are not; retrying reads the same again.
+TRANSPORT_FAULT_KINDS = ("500", "502", "503", "429", "latency", "reset", "cut", "truncate")
+DOCUMENT_FAULT_KINDS = ("malform",)
+FAULT_KINDS = TRANSPORT_FAULT_KINDS + DOCUMENT_FAULT_KINDS
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
@@ -95,6 +96,26 @@ class Response:
 
 def json_response(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(status, orjson.dumps(data), headers or [])
+
+
+def malformed_id(collection: str | None, doc_id: Any) -> str:
+    """The UUID the `malform` fault serves for a document (stable across requests)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{collection}/{doc_id}"))
+
+
+def malformed(response: Response, collection: str | None) -> Response:
+    """The `malform` fault: every document of a list response gets a UUID string as its id
+    (derived from the real id, so a document keeps the same UUID across requests)."""
+    if response.status != 200:
+        return response
+    body = orjson.loads(response.body)
+    docs = body.get("docs") if isinstance(body, dict) else None
+    if not isinstance(docs, list):
+        return response
+    for doc in docs:
+        if isinstance(doc, dict) and "id" in doc:
+            doc["id"] = malformed_id(collection, doc["id"])
+    return json_response(200, body, response.headers)
 
 
 @dataclass
@@ -539,8 +560,12 @@ class DemoServer:
         token_ttl_seconds: int = 7200,
         seed: int = 42,
         verbose: bool = False,
+        store_identity: tuple[str, int, int] | None = None,
     ) -> None:
         self.store = store
+        # (preset, scale, seed) of the generated store, served by /api/_demo/identity: which
+        # store this is, whatever port it runs on (the loader records it with each table).
+        self.store_identity = store_identity
         self.host = host
         self.port = port
         self.admin_email = admin_email
@@ -746,6 +771,8 @@ class DemoServer:
                     response = self._fault_response(fault)
                 else:
                     response = self._route(handler, method, segments, path, split.query, body)
+                if fault is not None and fault.kind == "malform":
+                    response, fault = malformed(response, collection), None
                 self._count(collection, response.status)
         except Exception:
             traceback.print_exc(file=sys.stderr)
@@ -962,6 +989,8 @@ class DemoServer:
     ) -> Response:
         if rest == ["health"]:
             return json_response(200, {"status": "ok"})
+        if rest == ["identity"] and method == "GET":  # public: names the store, holds no secret
+            return json_response(200, self.identity())
         principal = self._principal(handler)
         if not principal.is_admin:
             return json_response(403, auth.FORBIDDEN_BODY)
@@ -997,6 +1026,12 @@ class DemoServer:
             message = f"Bad request for /api/_demo/{name}: {exc}"
             return json_response(400, {"errors": [{"message": message}]})
         return json_response(404, {"message": f'Route not found "/api/_demo/{name}"'})
+
+    def identity(self) -> dict[str, Any]:
+        """Which generated store this server holds (not its URL: the same store may run on any
+        port). A store not built by `serve_demo` (tests) reports its seed only."""
+        preset, scale, seed = self.store_identity or ("custom", 1, self.seed)
+        return {"kind": "payload-lakehouse-demo", "preset": preset, "scale": scale, "seed": seed}
 
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
@@ -1093,7 +1128,7 @@ def serve_demo(
 
     dataset = generate(preset, scale, seed)
     store = Store(dataset.collections, dataset.reference_time)
-    server = DemoServer(store, seed=seed, **server_kwargs)
+    server = DemoServer(store, seed=seed, store_identity=(preset, scale, seed), **server_kwargs)
     # The dataset is long-lived: keep the cyclic GC from re-scanning its millions of objects on
     # every collection (that alone halved the cold read speed of the large preset).
     gc.collect()

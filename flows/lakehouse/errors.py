@@ -16,7 +16,9 @@ __all__ = [
     "PayloadError",
     "PayloadResponseError",
     "PayloadUnavailableError",
+    "RejectionCeilingError",
     "SchemaEvolutionError",
+    "SourceMismatchError",
     "is_transient",
 ]
 
@@ -43,6 +45,29 @@ class SchemaEvolutionError(LakehouseError):
             "(allowed: int -> long, float -> double). Nothing was committed. Either migrate the "
             "table (rename/drop the column) or run a full refresh after recreating it."
         )
+
+
+class RejectionCeilingError(LakehouseError):
+    """Too large a share of a load's documents was rejected: the cause is almost certainly
+    systematic (the source's id type, a field's type, the wrong API), not a few bad documents.
+    Nothing was committed to the collection's table and its cursor did not move; the rejected
+    documents are in `_rejected`. Permanent: a retry reads the same documents again."""
+
+    def __init__(self, message: str, *, collection: str, rejected: int, read: int) -> None:
+        super().__init__(message)
+        self.collection = collection
+        self.rejected = rejected
+        self.read = read
+
+    @property
+    def share(self) -> float:
+        return self.rejected / self.read if self.read else 0.0
+
+
+class SourceMismatchError(LakehouseError):
+    """The table was loaded from another Payload than the configured one: an incremental load
+    would mix two stores. Raised before anything is read; permanent until the operator chooses
+    (full refresh, or another lakehouse)."""
 
 
 class CommitConflictError(LakehouseError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -23,30 +23,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
 
 from flows.lakehouse.catalog import catalog_error, get_catalog, prepare_lakehouse
 from flows.lakehouse.errors import (
     CatalogError,
     CommitConflictError,
     SchemaEvolutionError,
+    SourceMismatchError,
     is_transient,
 )
-from flows.lakehouse.schema import (
-    LOADED_AT,
-    DocumentConverter,
-    RejectedDocument,
-    arrow_schema_for,
-    conform,
-    existing_kinds,
-    rejected_schema,
+from flows.lakehouse.identity import check_source, probe_source_identity
+from flows.lakehouse.rejects import REJECTED_TABLE, check_ceiling, record_rejects, summarise
+from flows.lakehouse.schema import DocumentConverter, RejectedDocument, existing_kinds
+from flows.lakehouse.writer import (
+    WritePlan,
+    WriteResult,
+    load_table,
+    read_cursor,
+    read_source,
+    write,
 )
-from flows.lakehouse.writer import WritePlan, load_table, read_cursor, write
 from flows.settings import Settings
-from flows.source.errors import PayloadError
+from flows.source.errors import KeysetStalledError, PayloadError
 from flows.source.paginator import Cursor, last_valid_cursor
 from flows.source.payload import PayloadClient, collection_resource, format_since, prefetched
 
 __all__ = [
+    "REJECTED_TABLE",
     "LoadMode",
     "LoadReport",
     "is_transient",
@@ -56,8 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-REJECTED_TABLE = "_rejected"
 
 
 class LoadMode(StrEnum):
@@ -81,6 +83,9 @@ class LoadReport:
     snapshot_id: int | None
     committed: bool
     seconds: float
+    # rejected / documents_read: alert on a rising rate below LOAD_MAX_REJECTED_SHARE
+    rejected_share: float = 0.0
+    source: str | None = None  # the identity of the Payload read (flows/lakehouse/identity.py)
 
 
 def table_identifier(settings: Settings, collection: str) -> str:
@@ -124,48 +129,102 @@ def _keep_newest(data: pa.Table) -> pa.Table:
     return data.take(pc.take(last, pc.sort_indices(last)))  # positions, in read order
 
 
-def _record_rejects(
+@dataclass
+class _Extract:
+    """What one read of a collection produced, before anything is written."""
+
+    data: pa.Table | None = None
+    rejected: list[RejectedDocument] = field(default_factory=list)
+    documents_read: int = 0
+    last_cursor: Cursor | None = None
+    stalled: KeysetStalledError | None = None  # the read could not advance past a page
+
+
+def _start_position(
+    settings: Settings, mode: LoadMode, since: datetime | None, cursor_before: Cursor | None
+) -> tuple[Cursor | None, str | None]:
+    """(cursor, since) the read starts from."""
+    if mode is LoadMode.FULL_REFRESH:
+        # Replacing the table with a partial read would drop older rows: `since` is ignored.
+        return None, format_since(settings.initial_timestamp)
+    if since is not None or cursor_before is None:
+        return None, format_since(since or settings.initial_timestamp)
+    return cursor_before, None
+
+
+def _read_pages(
+    client: PayloadClient,
+    collection: str,
+    converter: DocumentConverter,
+    start: tuple[Cursor | None, str | None],
+    load_id: str,
+    loaded_at: int,
+) -> _Extract:
+    extract = _Extract()
+    batches: list[pa.Table] = []
+    try:
+        resource = collection_resource(client, collection, *start)
+        for page in prefetched(resource):
+            extract.documents_read += len(page.docs)
+            converted = converter.convert(page.docs, load_id, loaded_at)
+            if len(converted.data):
+                batches.append(converted.data)
+            extract.rejected.extend(converted.rejected)
+            page_cursor = last_valid_cursor(page.docs)
+            if page_cursor is not None and (
+                extract.last_cursor is None or page_cursor > extract.last_cursor
+            ):
+                extract.last_cursor = page_cursor
+    except Exception as error:
+        cause = _unwrap_extract_error(error)
+        if not isinstance(cause, KeysetStalledError):
+            raise cause from None
+        extract.stalled = cause  # judged with the rejects before anything is written
+    if batches:
+        extract.data = _keep_newest(pa.concat_tables(batches, promote_options="default"))
+    return extract
+
+
+def _refuse_rejections(
     catalog: Catalog,
     settings: Settings,
     collection: str,
-    rejected: list[RejectedDocument],
+    identifier: str,
+    extract: _Extract,
     load_id: str,
     loaded_at: int,
 ) -> None:
-    sample = rejected[0]
-    log.warning(
-        "%s: %d document(s) rejected, e.g. id=%s: %s (kept in %s.%s)",
-        collection,
-        len(rejected),
-        sample.document_id,
-        sample.reason,
-        settings.iceberg_namespace,
-        REJECTED_TABLE,
-    )
-    rows = pa.table(
-        {
-            "collection": [collection] * len(rejected),
-            "document_id": [r.document_id for r in rejected],
-            "reason": [r.reason for r in rejected],
-            "document": [r.document for r in rejected],
-            "_load_id": [load_id] * len(rejected),
-            LOADED_AT: pa.array([loaded_at] * len(rejected), pa.timestamp("us", tz="UTC")),
-        }
-    )
-    identifier = f"{settings.iceberg_namespace}.{REJECTED_TABLE}"
-    for attempt in range(5):
-        table = load_table(catalog, identifier)
-        if table is None:
-            try:
-                table = catalog.create_table(identifier, schema=rejected_schema())
-            except Exception:  # created concurrently
-                table = catalog.load_table(identifier)
-        try:
-            table.append(conform(rows, arrow_schema_for(table.schema())))
-            return
-        except Exception as error:
-            if attempt == 4 or "CommitFailed" not in type(error).__name__:
-                raise
+    """Above the rejection ceiling (or when the read could not advance): keep the rejects in
+    `_rejected`, then fail without committing anything to the collection's table."""
+    if not extract.rejected and extract.stalled is None:
+        return
+    summary = summarise(extract.rejected, extract.documents_read)
+    above = 0 < settings.load_max_rejected_share < summary.share
+    if not above and extract.stalled is None:
+        return  # recorded just before the commit, with the good documents
+    if extract.rejected:
+        _record(catalog, settings, collection, identifier, extract, load_id, loaded_at)
+    stopped = str(extract.stalled) if extract.stalled is not None else None
+    check_ceiling(collection, identifier, summary, settings.load_max_rejected_share, stopped)
+    assert extract.stalled is not None
+    raise extract.stalled
+
+
+def _record(
+    catalog: Catalog,
+    settings: Settings,
+    collection: str,
+    identifier: str,
+    extract: _Extract,
+    load_id: str,
+    loaded_at: int,
+) -> None:
+    try:
+        record_rejects(
+            catalog, settings.iceberg_namespace, collection, extract.rejected, load_id, loaded_at
+        )
+    except Exception as error:
+        raise catalog_error(settings, f"record the rejects of {identifier} in", error) from error
 
 
 def load_collection(
@@ -177,7 +236,9 @@ def load_collection(
     """Read `collection` from Payload and commit it to its Iceberg table in one commit (or none).
 
     Raises PayloadAuthError / PayloadUnavailableError / PayloadResponseError (source),
-    SchemaEvolutionError, CatalogError; in every case nothing is committed to the table.
+    SourceMismatchError (the table was loaded from another Payload; raised before reading),
+    RejectionCeilingError (too many documents rejected), SchemaEvolutionError, CatalogError;
+    in every case nothing is committed to the table.
     """
     started = time.perf_counter()
     mode = LoadMode(mode)
@@ -186,117 +247,123 @@ def load_collection(
     loaded_at = int(datetime.now(UTC).timestamp() * 1_000_000)
 
     catalog = get_catalog(settings)
-    try:
-        table = load_table(catalog, identifier)
-    except Exception as error:
-        raise catalog_error(settings, "read", error) from error
+    table = _existing_table(catalog, settings, identifier)
     cursor_before = read_cursor(table)
     converter = DocumentConverter.for_collection(
         collection, existing_kinds(table.schema()) if table is not None else None
     )
 
-    start_cursor: Cursor | None = None
-    start_since: str | None = None
-    if mode is LoadMode.FULL_REFRESH:
-        # Replacing the table with a partial read would drop older rows: `since` is ignored.
-        start_since = format_since(settings.initial_timestamp)
-    elif since is not None or cursor_before is None:
-        start_since = format_since(since or settings.initial_timestamp)
-    else:
-        start_cursor = cursor_before
-
     client = PayloadClient.from_settings(settings)
-    batches: list[pa.Table] = []
-    rejected: list[RejectedDocument] = []
-    documents_read = 0
-    last_cursor: Cursor | None = None
     try:
-        resource = collection_resource(client, collection, start_cursor, start_since)
-        for page in prefetched(resource):
-            documents_read += len(page.docs)
-            converted = converter.convert(page.docs, load_id, loaded_at)
-            if len(converted.data):
-                batches.append(converted.data)
-            rejected.extend(converted.rejected)
-            page_cursor = last_valid_cursor(page.docs)
-            if page_cursor is not None and (last_cursor is None or page_cursor > last_cursor):
-                last_cursor = page_cursor
-        alive_ids = client.all_ids(collection) if mode is LoadMode.RECONCILE else None
-    except Exception as error:
-        raise _unwrap_extract_error(error) from None
+        source = probe_source_identity(client.session, client.base_url)
+        if mode is not LoadMode.FULL_REFRESH:  # a full refresh replaces the table: any source
+            check_source(collection, identifier, read_source(table), source)
+        start = _start_position(settings, mode, since, cursor_before)
+        extract = _read_pages(client, collection, converter, start, load_id, loaded_at)
+        _refuse_rejections(catalog, settings, collection, identifier, extract, load_id, loaded_at)
+        alive_ids = _all_ids(client, collection) if mode is LoadMode.RECONCILE else None
     finally:
         client.close()
 
-    data = pa.concat_tables(batches, promote_options="default") if batches else None
-    batches.clear()
-    if data is not None:
-        data = _keep_newest(data)
-
-    if (
-        mode is LoadMode.INCREMENTAL
-        and table is not None
-        and data is None
-        and not rejected
-        and (last_cursor is None or last_cursor == cursor_before)
-    ):
+    if mode is LoadMode.INCREMENTAL and table is not None and _unchanged(extract, cursor_before):
         # Nothing changed upstream: no commit, and no second catalog round trip.
         snapshot = table.current_snapshot()
         return _report(
             collection,
             identifier,
             mode,
-            documents_read,
+            extract.documents_read,
             cursor_before,
             started,
             snapshot_id=snapshot.snapshot_id if snapshot else None,
+            source=source,
         )
 
+    if extract.rejected:
+        _record(catalog, settings, collection, identifier, extract, load_id, loaded_at)
+    plan = WritePlan(
+        collection=collection,
+        fields=converter.iceberg_fields(),
+        data=extract.data,
+        load_id=load_id,
+        replace_all=mode is LoadMode.FULL_REFRESH,
+        reconcile_ids=alive_ids,
+        cursor_after=extract.last_cursor,
+        source=source,
+    )
     try:
-        if rejected:
-            _record_rejects(catalog, settings, collection, rejected, load_id, loaded_at)
-        result = write(
-            catalog,
-            identifier,
-            WritePlan(
-                collection=collection,
-                fields=converter.iceberg_fields(),
-                data=data,
-                load_id=load_id,
-                replace_all=mode is LoadMode.FULL_REFRESH,
-                reconcile_ids=alive_ids,
-                cursor_after=last_cursor,
-            ),
-        )
-    except (SchemaEvolutionError, CommitConflictError):
+        result = write(catalog, identifier, plan)
+    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError):
         raise
     except Exception as error:
         raise catalog_error(settings, f"write {identifier} to", error) from error
+    return _committed_report(
+        collection, identifier, mode, extract, cursor_before, result, started, source
+    )
 
+
+def _existing_table(catalog: Catalog, settings: Settings, identifier: str) -> Table | None:
+    try:
+        return load_table(catalog, identifier)
+    except Exception as error:
+        raise catalog_error(settings, "read", error) from error
+
+
+def _unchanged(extract: _Extract, cursor_before: Cursor | None) -> bool:
+    """The read found nothing new: no document, no reject, the cursor where it was."""
+    return (
+        extract.data is None
+        and not extract.rejected
+        and (extract.last_cursor is None or extract.last_cursor == cursor_before)
+    )
+
+
+def _all_ids(client: PayloadClient, collection: str) -> set[int]:
+    try:
+        return client.all_ids(collection)
+    except Exception as error:
+        raise _unwrap_extract_error(error) from None
+
+
+def _committed_report(
+    collection: str,
+    identifier: str,
+    mode: LoadMode,
+    extract: _Extract,
+    cursor_before: Cursor | None,
+    result: WriteResult,
+    started: float,
+    source: str,
+) -> LoadReport:
+    read = extract.documents_read
     report = LoadReport(
         collection=collection,
         table=identifier,
         mode=mode.value,
-        documents_read=documents_read,
+        documents_read=read,
         inserted=result.inserted,
         updated=result.updated,
         deleted=result.deleted,
-        rejected=len(rejected),
+        rejected=len(extract.rejected),
         cursor_before=cursor_before.encode() if cursor_before else None,
         cursor_after=result.cursor_after.encode() if result.cursor_after else None,
         snapshot_id=result.snapshot_id,
         committed=result.committed,
         seconds=round(time.perf_counter() - started, 3),
+        rejected_share=round(len(extract.rejected) / read, 4) if read else 0.0,
+        source=source,
     )
     log.info(
-        "%s -> %s (%s): read %d, +%d ~%d -%d, rejected %d, committed=%s in %.2fs",
+        "%s -> %s (%s): read %d, +%d ~%d -%d, rejected %d (%.1f%%), committed=%s in %.2fs",
         collection,
         identifier,
         mode.value,
-        documents_read,
+        read,
         report.inserted,
         report.updated,
         report.deleted,
         report.rejected,
+        100 * report.rejected_share,
         report.committed,
         report.seconds,
     )
@@ -311,6 +378,7 @@ def _report(
     cursor_before: Cursor | None,
     started: float,
     snapshot_id: int | None,
+    source: str | None = None,
 ) -> LoadReport:
     cursor = cursor_before.encode() if cursor_before else None
     return LoadReport(
@@ -327,6 +395,7 @@ def _report(
         snapshot_id=snapshot_id,
         committed=False,
         seconds=round(time.perf_counter() - started, 3),
+        source=source,
     )
 
 

@@ -177,7 +177,14 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 class Rejected(ValueError):  # noqa: N818  (a signal, not an error to report as such)
-    """The document holds a value that cannot be read as data; it goes to `_rejected`."""
+    """The document holds a value that cannot be read as data; it goes to `_rejected`.
+
+    `cause` is the reason without the offending value ("unparsable number"): rejections are
+    grouped by it, so a systematic cause is recognised even though every value differs."""
+
+    def __init__(self, cause: str, value: Any) -> None:
+        super().__init__(f"{cause} {value!r}")
+        self.cause = cause
 
 
 class TypeChange(ValueError):  # noqa: N818
@@ -228,7 +235,7 @@ def _number_problem(value: Any) -> Exception:
         try:
             float(value)
         except ValueError:
-            return Rejected(f"unparsable number {value!r}")
+            return Rejected("unparsable number", value)
         return TypeChange(Kind.STRING)
     return TypeChange(Kind.JSON)
 
@@ -246,7 +253,7 @@ def _to_bool(value: Any) -> bool | None:
         return value
     if isinstance(value, dict | list):
         raise TypeChange(Kind.JSON)
-    raise Rejected(f"not a boolean: {value!r}")
+    raise Rejected("not a boolean", value)
 
 
 def _to_string(value: Any) -> str | None:
@@ -259,11 +266,11 @@ def _to_timestamp(value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise Rejected(f"unparsable timestamp {value!r}")
+        raise Rejected("unparsable timestamp", value)
     try:
         return timestamp_micros(value)
     except ValueError:
-        raise Rejected(f"unparsable timestamp {value!r}") from None
+        raise Rejected("unparsable timestamp", value) from None
 
 
 def _to_json(value: Any) -> str | None:
@@ -333,6 +340,10 @@ class RejectedDocument:
     document_id: str | None
     reason: str
     document: str
+    cause: str = ""  # the reason without the value, for grouping (defaults to the reason)
+
+    def __post_init__(self) -> None:
+        self.cause = self.cause or self.reason
 
 
 @dataclass
@@ -392,7 +403,7 @@ class DocumentConverter:
 
         good = [d for d in docs if _has_key_fields(d)]
         rejected = [_rejection(d, _key_problem(d)) for d in docs if not _has_key_fields(d)]
-        bad_rows: dict[int, str] = {}
+        bad_rows: dict[int, tuple[str, str]] = {}  # row -> (reason, cause)
         arrays: dict[str, pa.Array] = {}
         for column in self.columns.values():
             key = column.payload_key
@@ -404,14 +415,14 @@ class DocumentConverter:
         if bad_rows:
             keep = pa.array([i not in bad_rows for i in range(len(good))])
             arrays = {name: pc.filter(array, keep) for name, array in arrays.items()}
-            rejected += [_rejection(good[i], reason) for i, reason in sorted(bad_rows.items())]
+            rejected += [_rejection(good[i], *why) for i, why in sorted(bad_rows.items())]
         count = len(good) - len(bad_rows)
         arrays[LOADED_AT] = pa.array([loaded_at_micros] * count, type=ARROW_TYPES[Kind.TIMESTAMP])
         arrays[LOAD_ID] = pa.array([load_id] * count, type=pa.large_string())
         return ConvertedPage(pa.table(arrays), rejected)
 
     def _checked_array(
-        self, column: Column, values: list[Any], bad_rows: dict[int, str]
+        self, column: Column, values: list[Any], bad_rows: dict[int, tuple[str, str]]
     ) -> pa.Array:
         """Value-by-value conversion: finds the documents to reject and the type changes."""
         convert = CONVERTERS[column.kind]
@@ -420,7 +431,8 @@ class DocumentConverter:
             try:
                 out.append(convert(value))
             except Rejected as why:
-                bad_rows.setdefault(index, f"{column.payload_key}: {why}")
+                key = column.payload_key
+                bad_rows.setdefault(index, (f"{key}: {why}", f"{key}: {why.cause}"))
                 out.append(None)
             except TypeChange as change:
                 raise SchemaEvolutionError(
@@ -490,12 +502,13 @@ def _key_problem(doc: Any) -> str:
     return "missing updatedAt"
 
 
-def _rejection(doc: Any, reason: str) -> RejectedDocument:
+def _rejection(doc: Any, reason: str, cause: str = "") -> RejectedDocument:
     doc_id = doc.get("id") if isinstance(doc, dict) else None
     return RejectedDocument(
         document_id=None if doc_id is None else str(doc_id),
         reason=reason,
         document=orjson.dumps(doc, default=str).decode(),
+        cause=cause,
     )
 
 

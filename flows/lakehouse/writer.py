@@ -10,7 +10,8 @@ Why not `Table.upsert` or `delete` + `append`: `upsert` scans with a per-row OR 
 3. rewrites only those files without the replaced/deleted rows, writes the new rows as new
    Parquet files, and swaps them in with a single `overwrite` snapshot (a plain `append`
    snapshot when nothing is replaced);
-4. stores the cursor in the table properties and the snapshot summary, in the same commit.
+4. stores the cursor and the source's identity in the table properties and the snapshot
+   summary, in the same commit (flows/lakehouse/identity.py).
 
 Every commit asserts that `main` still points at the snapshot we read. If a concurrent writer won
 the race (`CommitFailedException`) we reload and redo the whole write (bounded); rows older than
@@ -48,6 +49,7 @@ from pyiceberg.table.update import AssertRefSnapshotId
 from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
 
 from flows.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from flows.lakehouse.identity import SOURCE_PROPERTY, check_source
 from flows.lakehouse.schema import (
     ICEBERG_TYPES,
     JSON_DOC,
@@ -78,6 +80,7 @@ class WritePlan:
     replace_all: bool = False  # full refresh
     reconcile_ids: set[int] | None = None  # reconcile: every id that exists upstream
     cursor_after: Cursor | None = None
+    source: str | None = None  # the source's identity, recorded with the cursor
 
 
 @dataclass
@@ -100,6 +103,11 @@ def read_cursor(table: Table | None) -> Cursor | None:
         return None
     value = table.properties.get(CURSOR_PROPERTY)
     return Cursor.decode(value) if value else None
+
+
+def read_source(table: Table | None) -> str | None:
+    """The identity of the source the table was loaded from (None: not recorded yet)."""
+    return None if table is None else table.properties.get(SOURCE_PROPERTY)
 
 
 def load_table(catalog: Catalog, identifier: str) -> Table | None:
@@ -235,10 +243,92 @@ def _write_files(
     )
 
 
+@dataclass
+class _Changes:
+    """What one attempt will do to the table: rows to write, ids whose current row goes."""
+
+    data: pa.Table
+    remove_ids: pa.Array
+    inserted: int
+    updated: int
+    deleted: int
+
+
+def _plan_changes(
+    plan: WritePlan, target: pa.Schema, files: list[_FileKeys], result: WriteResult
+) -> _Changes:
+    data = (
+        conform(plan.data, target)
+        if plan.data is not None
+        else conform(pa.table({"id": pa.array([], pa.int64())}), target)
+    )
+    existing_ids = (
+        pa.chunked_array([f.ids for f in files], type=pa.int64()).combine_chunks()
+        if files
+        else pa.array([], pa.int64())
+    )
+    if not plan.replace_all:
+        data, result.skipped_stale = _drop_stale(data, files)
+    gone = pa.array([], pa.int64())
+    if plan.reconcile_ids is not None and not plan.replace_all:
+        alive = pa.array(sorted(plan.reconcile_ids), pa.int64())
+        gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
+        # A row read earlier in this run whose document vanished upstream since: not written.
+        data = data.filter(pc.is_in(data.column("id"), value_set=alive))
+    incoming_ids = data.column("id").combine_chunks()
+    in_table = pc.is_in(incoming_ids, value_set=existing_ids)
+    updated = int(pc.sum(in_table).as_py() or 0)
+
+    # Ids whose current row must disappear: replaced ones, plus gone upstream (reconcile).
+    if plan.replace_all:
+        vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
+        return _Changes(
+            data, existing_ids, len(data) - updated, updated, int(pc.sum(vanished).as_py() or 0)
+        )
+    replaced = pc.filter(incoming_ids, in_table)
+    remove_ids = pa.concat_arrays([replaced, gone]).unique()
+    return _Changes(data, remove_ids, len(data) - updated, updated, len(gone))
+
+
+def _stage_files(
+    metadata: TableMetadata,
+    table: Table,
+    files: list[_FileKeys],
+    changes: _Changes,
+    commit_uuid: uuid.UUID,
+    result: WriteResult,
+) -> tuple[list[DataFile], list[DataFile]]:
+    """(removed, added) data files: files holding a removed id are rewritten without it."""
+    target = arrow_schema_for(metadata.schema())
+    counter = itertools.count(0)
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
+    remove_ids = changes.remove_ids
+    if len(remove_ids):
+        for keys in files:
+            hit = pc.is_in(keys.ids, value_set=remove_ids)
+            hits = int(pc.sum(hit).as_py() or 0)
+            if hits == 0:
+                continue
+            removed.append(keys.task.file)
+            if hits < len(keys.ids):
+                rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(
+                    [keys.task]
+                )
+                kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
+                added += _write_files(metadata, table, conform(kept, target), commit_uuid, counter)
+                result.files_rewritten += 1
+    added += _write_files(metadata, table, changes.data, commit_uuid, counter)
+    return removed, added
+
+
 def _attempt(
     catalog: Catalog, identifier: str, plan: WritePlan, result: WriteResult
 ) -> WriteResult:
     table = load_or_create(catalog, identifier, plan.fields)
+    if plan.source is not None and not plan.replace_all:
+        # Checked before reading too; again here, in case another run switched it meanwhile.
+        check_source(plan.collection, identifier, read_source(table), plan.source)
     cursor_before = read_cursor(table)
     result.cursor_before = cursor_before
     snapshot = table.current_snapshot()
@@ -251,52 +341,15 @@ def _attempt(
     evolve_schema(txn, plan.collection, plan.fields)
     # `txn.table_metadata` re-applies every staged update (deep copies): read it once.
     metadata = txn.table_metadata
-    target = arrow_schema_for(metadata.schema())
-
-    data = (
-        conform(plan.data, target)
-        if plan.data is not None
-        else conform(pa.table({"id": pa.array([], pa.int64())}), target)
-    )
     files = _existing_keys(metadata, table)
-    existing_ids = (
-        pa.chunked_array([f.ids for f in files], type=pa.int64()).combine_chunks()
-        if files
-        else pa.array([], pa.int64())
-    )
+    changes = _plan_changes(plan, arrow_schema_for(metadata.schema()), files, result)
 
-    skipped = 0
-    if not plan.replace_all:
-        data, skipped = _drop_stale(data, files)
-    result.skipped_stale = skipped
-    gone = pa.array([], pa.int64())
-    if plan.reconcile_ids is not None and not plan.replace_all:
-        alive = pa.array(sorted(plan.reconcile_ids), pa.int64())
-        gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
-        # A row read earlier in this run whose document vanished upstream since: not written.
-        data = data.filter(pc.is_in(data.column("id"), value_set=alive))
-    incoming_ids = data.column("id").combine_chunks()
-    in_table = pc.is_in(incoming_ids, value_set=existing_ids)
-    updated = int(pc.sum(in_table).as_py() or 0)
-    inserted = len(data) - updated
-
-    # Ids whose current row must disappear: replaced ones, plus gone upstream (reconcile).
-    if plan.replace_all:
-        remove_ids = existing_ids
-        vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
-        deleted = int(pc.sum(vanished).as_py() or 0)
-    else:
-        replaced = pc.filter(incoming_ids, in_table)
-        remove_ids = pa.concat_arrays([replaced, gone]).unique()
-        deleted = len(gone)
-
-    cursor_after = plan.cursor_after
-    if cursor_before is not None and (cursor_after is None or cursor_after < cursor_before):
-        cursor_after = cursor_before  # never move the cursor backwards (backfills, races)
+    cursor_after = _cursor_after(plan, cursor_before)
     result.cursor_after = cursor_after
     cursor_moved = cursor_after != cursor_before
-    nothing_to_write = len(data) == 0 and len(remove_ids) == 0
-    if nothing_to_write and not cursor_moved:
+    source_changed = plan.source is not None and plan.source != read_source(table)
+    nothing_to_write = len(changes.data) == 0 and len(changes.remove_ids) == 0
+    if nothing_to_write and not cursor_moved and not source_changed:
         result.committed = False
         result.snapshot_id = snapshot.snapshot_id if snapshot else None
         return result
@@ -304,30 +357,10 @@ def _attempt(
     properties = {LOAD_ID_PROPERTY: plan.load_id}
     if cursor_after is not None:
         properties[CURSOR_PROPERTY] = cursor_after.encode()
+    if plan.source is not None:
+        properties[SOURCE_PROPERTY] = plan.source
     commit_uuid = uuid.uuid4()
-    counter = itertools.count(0)
-    removed_files = []
-    added_files = []
-    rewritten = 0
-    if len(remove_ids):
-        for keys in files:
-            hit = pc.is_in(keys.ids, value_set=remove_ids)
-            hits = int(pc.sum(hit).as_py() or 0)
-            if hits == 0:
-                continue
-            removed_files.append(keys.task.file)
-            if hits < len(keys.ids):
-                rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(
-                    [keys.task]
-                )
-                kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
-                added_files += _write_files(
-                    metadata, table, conform(kept, target), commit_uuid, counter
-                )
-                rewritten += 1
-    added_files += _write_files(metadata, table, data, commit_uuid, counter)
-    result.files_rewritten = rewritten
-
+    removed_files, added_files = _stage_files(metadata, table, files, changes, commit_uuid, result)
     if removed_files or added_files:
         producer = txn.update_snapshot(snapshot_properties=properties)
         snapshot_update = (
@@ -340,12 +373,32 @@ def _attempt(
             for data_file in added_files:
                 update.append_data_file(data_file)
     txn.set_properties({**properties, **TABLE_PROPERTIES})
+    if cursor_after is None and cursor_before is not None:
+        txn.remove_properties(CURSOR_PROPERTY)  # a full refresh that read nothing
     committed_table = txn.commit_transaction()
     new_snapshot = committed_table.current_snapshot()
     result.snapshot_id = new_snapshot.snapshot_id if new_snapshot else None
     result.committed = True
-    result.inserted, result.updated, result.deleted = inserted, updated, deleted
+    result.inserted, result.updated, result.deleted = (
+        changes.inserted,
+        changes.updated,
+        changes.deleted,
+    )
     return result
+
+
+def _cursor_after(plan: WritePlan, cursor_before: Cursor | None) -> Cursor | None:
+    """The cursor to commit. An upsert never moves it backwards (backfills, races). A full
+    refresh replaces the table with exactly what it read, so its cursor is its own read's, even
+    if older: a source with older documents (after a switch of source), or a concurrent run's
+    newer rows this replace dropped, are then read again by the next incremental run."""
+    if plan.replace_all:
+        return plan.cursor_after
+    if cursor_before is not None and (
+        plan.cursor_after is None or plan.cursor_after < cursor_before
+    ):
+        return cursor_before
+    return plan.cursor_after
 
 
 def write(catalog: Catalog, identifier: str, plan: WritePlan) -> WriteResult:

@@ -13,8 +13,14 @@ LOADS_ARTIFACT_KEY = "payload-lakehouse-loads"
 SUMMARY_ARTIFACT_KEY = "payload-lakehouse-summary"
 
 
-def load_rows(reports: Sequence[LoadReport], failures: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One row per collection: counts, cursor movement, time; failures with their cause."""
+def load_rows(
+    reports: Sequence[LoadReport],
+    failures: Mapping[str, str],
+    rejections: Mapping[str, tuple[int, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per collection: counts, rejected share (0-1), cursor movement, time; failures
+    with their cause (and, for a load refused by the rejection ceiling, its rejects)."""
+    rejections = rejections or {}
     rows: list[dict[str, Any]] = [
         {
             "collection": report.collection,
@@ -24,6 +30,7 @@ def load_rows(reports: Sequence[LoadReport], failures: Mapping[str, str]) -> lis
             "updated": report.updated,
             "deleted": report.deleted,
             "rejected": report.rejected,
+            "rejected share": report.rejected_share,
             "cursor": f"{report.cursor_before or '-'} -> {report.cursor_after or '-'}",
             "seconds": round(report.seconds, 2),
         }
@@ -37,7 +44,8 @@ def load_rows(reports: Sequence[LoadReport], failures: Mapping[str, str]) -> lis
             "inserted": None,
             "updated": None,
             "deleted": None,
-            "rejected": None,
+            "rejected": rejections.get(collection, (None, None))[0],
+            "rejected share": rejections.get(collection, (None, None))[1],
             "cursor": None,
             "seconds": None,
         }
@@ -46,9 +54,13 @@ def load_rows(reports: Sequence[LoadReport], failures: Mapping[str, str]) -> lis
     return rows
 
 
-def publish_load_table(reports: Sequence[LoadReport], failures: Mapping[str, str]) -> None:
+def publish_load_table(
+    reports: Sequence[LoadReport],
+    failures: Mapping[str, str],
+    rejections: Mapping[str, tuple[int, float]] | None = None,
+) -> None:
     create_table_artifact(
-        table=load_rows(reports, failures),
+        table=load_rows(reports, failures, rejections),
         key=LOADS_ARTIFACT_KEY,
         description="Payload -> Iceberg: one row per collection loaded by this run",
     )
@@ -64,11 +76,13 @@ def summary_markdown(
     metrics: Mapping[str, Any] | None,
 ) -> str:
     lines = ["# Payload -> Iceberg lakehouse run", ""]
+    read = sum(r.documents_read for r in reports)
+    rejected = sum(r.rejected for r in reports)
     lines.append(
         f"**Mode** `{mode}` · **collections loaded** {len(reports)}"
         f" · **failed** {len(failures)}"
-        f" · **documents read** {sum(r.documents_read for r in reports):,}"
-        f" · **rejected** {sum(r.rejected for r in reports):,}"
+        f" · **documents read** {read:,}"
+        f" · **rejected** {rejected:,} ({rejected / read if read else 0:.1%})"
     )
     if failures:
         lines += ["", "## Failed collections", ""]

@@ -25,7 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CachePolicy
 
+from flows.lakehouse.identity import normalise_url, probe_source_identity
 from flows.settings import Settings
+from flows.source.client import build_session
+from flows.source.errors import PayloadError
 
 # Pre-load table state: stable across retries of the same flow run, fresh in a new run.
 STATE_CACHE_POLICY: CachePolicy = INPUTS + RUN_ID
@@ -55,9 +58,27 @@ def result_storage(settings: Settings) -> str | None:
     return None
 
 
-def source_identifier(settings: Settings) -> str:
-    """A non-secret name for the Payload source, part of the load cache key."""
-    return str(settings.payload_cms_url) if settings.payload_cms_url else "demo"
+def source_identifier(settings: Settings, probe: bool = False) -> str:
+    """A non-secret name for the Payload source, part of the load cache key.
+
+    With `probe`, the identity the loader records with each table (flows/lakehouse/identity.py:
+    one request): another store behind the same URL (a demo API restarted with another preset)
+    must not reuse a cached load. Without it, or if the source cannot be reached, the normalised
+    URL (the load then fails or probes again itself)."""
+    if not settings.payload_cms_url:
+        return "demo"
+    url = normalise_url(str(settings.payload_cms_url))
+    if not probe:
+        return f"payload {url}"
+    try:
+        # No retries: a cache key is not worth waiting for; the load itself retries.
+        session = build_session(settings.model_copy(update={"payload_max_retries": 0}))
+        try:
+            return probe_source_identity(session, url)
+        finally:
+            session.close()
+    except PayloadError:
+        return f"payload {url}"
 
 
 def lakehouse_identifier(settings: Settings) -> str:

@@ -21,3 +21,8 @@ class PayloadUnavailableError(PayloadError):
 class PayloadResponseError(PayloadError):
     """The server answered, but not with a usable body (invalid/truncated JSON, unexpected shape,
     or a 4xx other than auth) after the retries."""
+
+
+class KeysetStalledError(PayloadResponseError):
+    """A full page held no document with a usable (updatedAt, id) after the cursor: the keyset
+    read cannot advance. The loader judges the page's documents (rejects) before failing."""

@@ -21,7 +21,7 @@ from typing import Any
 from dlt.sources.helpers.rest_client.paginators import BasePaginator
 from requests import Request, Response
 
-from flows.source.errors import PayloadResponseError
+from flows.source.errors import KeysetStalledError, PayloadResponseError
 
 WHERE_GT = "where[or][0][updatedAt][greater_than]"
 WHERE_TIE_AT = "where[or][1][and][0][updatedAt][equals]"
@@ -102,6 +102,7 @@ class KeysetPaginator(BasePaginator):
         self.cursor = cursor
         self.since = since
         self.pages = 0
+        self.stalled: KeysetStalledError | None = None
 
     def init_request(self, request: Request) -> None:
         self._apply(request)
@@ -120,10 +121,15 @@ class KeysetPaginator(BasePaginator):
             return
         cursor = last_valid_cursor(docs)
         if cursor is None or (self.cursor is not None and cursor <= self.cursor):
-            raise PayloadResponseError(
+            # Stop here, but let this page through first: the loader rejects its documents
+            # (and names why) before failing with this error (raised by the page iterator).
+            self.stalled = KeysetStalledError(
                 "a full page held no document with a valid id/updatedAt after the cursor: the "
-                "keyset read cannot advance (is `sort=updatedAt,id` honoured by the server?)"
+                "keyset read cannot advance (is `sort=updatedAt,id` honoured by the server, "
+                "and are the ids integers?)"
             )
+            self._has_next_page = False
+            return
         self.cursor = cursor
 
     def update_request(self, request: Request) -> None:

@@ -33,6 +33,7 @@ from flows.source.client import (
     build_auth,
     build_session,
 )
+from flows.source.errors import PayloadResponseError
 from flows.source.paginator import Cursor, IdPaginator, KeysetPaginator
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class PayloadClient:
             start=1,
         ):
             yield Page(collection, list(page), number)
+        if paginator.stalled is not None:
+            raise paginator.stalled
 
     def all_ids(self, collection: str) -> set[int]:
         """Every id currently in the collection, trashed ones included (for reconcile)."""
@@ -181,11 +184,21 @@ class PayloadClient:
             paginator=IdPaginator(ID_PAGE_SIZE),
             hooks={"response": []},
         )
+        unusable: list[Any] = []
         for page in pages:
             for doc in page:
                 doc_id = doc.get("id") if isinstance(doc, dict) else None
                 if isinstance(doc_id, int) and not isinstance(doc_id, bool):
                     ids.add(doc_id)
+                else:
+                    unusable.append(doc_id)
+        if unusable:
+            # Reconcile deletes every row whose id is not listed: an id it cannot read would
+            # look deleted. Refuse instead of deleting rows that still exist upstream.
+            raise PayloadResponseError(
+                f"listing the ids of {collection} returned {len(unusable)} non-integer id(s), "
+                f"e.g. {unusable[0]!r}: reconcile cannot tell which documents were deleted"
+            )
         return ids
 
 

@@ -43,6 +43,7 @@ def report(collection: str, read: int) -> LoadReport:
         snapshot_id=1,
         committed=True,
         seconds=1.234,
+        rejected_share=round(1 / read, 4),
     )
 
 
@@ -112,7 +113,11 @@ def test_cache_identifiers_carry_no_credentials(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_load_table_rows_and_summary() -> None:
-    rows = load_rows([report("orders", 500)], {"carts": "PayloadAuthError: 403 refused"})
+    rows = load_rows(
+        [report("orders", 500)],
+        {"carts": "PayloadAuthError: 403 refused", "users": "RejectionCeilingError: users: ..."},
+        {"users": (100, 1.0)},
+    )
     assert rows[0] == {
         "collection": "orders",
         "status": "loaded",
@@ -121,10 +126,14 @@ def test_load_table_rows_and_summary() -> None:
         "updated": 0,
         "deleted": 0,
         "rejected": 1,
+        "rejected share": 0.002,
         "cursor": "- -> 2026-01-01T00:00:00.000Z|7",
         "seconds": 1.23,
     }
     assert rows[1]["collection"] == "carts" and rows[1]["status"].startswith("FAILED: ")
+    assert rows[1]["rejected"] is None
+    # a load refused by the rejection ceiling still shows how much it rejected
+    assert (rows[2]["rejected"], rows[2]["rejected share"]) == (100, 1.0)
     markdown = summary_markdown(
         mode=LoadMode.INCREMENTAL,
         reports=[report("orders", 500)],
@@ -139,6 +148,7 @@ def test_load_table_rows_and_summary() -> None:
         metrics={"orders": 1234, "revenue_usd": 5678.5, "customers_by_segment": {"Champions": 3}},
     )
     assert "**documents read** 500" in markdown
+    assert "**rejected** 1 (0.2%)" in markdown
     assert "40 success, 80 pass" in markdown
     assert "| revenue_usd | 5,678.50 |" in markdown
     assert "Champions: 3" in markdown

@@ -5,27 +5,33 @@ command line in a subprocess for the SIGKILL and concurrency scenarios) against 
 API with the scenario's faults or mutations, then compares every raw Iceberg table with the demo
 store document by document (tests/reliability/support.py) and searches everything the scenario
 printed, logged or stored in Prefect for secrets. Scenarios 6 and 12 also build the marts with
-dbt and check their invariants. docs/proof.md lists what this proves.
+dbt and check their invariants; 13 and 14 are runs that must be refused (every document
+malformed the same way; another store on the same lakehouse). docs/proof.md lists what this proves.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from flows.demo.server import DemoServer, malformed_id
 from flows.demo.store import format_timestamp
+from flows.orchestration.artifacts import LOADS_ARTIFACT_KEY
 from flows.orchestration.tasks import PAYLOAD_API_TAG
 from flows.settings import ALL_COLLECTIONS
 
 from .harness import (
+    ADMIN_EMAIL,
     PAYLOAD_API_KEY,
     PAYLOAD_PASSWORD,
     LogCapture,
@@ -33,7 +39,7 @@ from .harness import (
     background,
     failure_message,
 )
-from .support import compare_collection, lakehouse_fingerprint, load_raw_table
+from .support import compare_collection, lakehouse_fingerprint, load_raw_table, rejected_rows
 
 pytestmark = pytest.mark.slow
 
@@ -359,4 +365,121 @@ def test_12_malformed_documents_among_good_ones(scenario: Scenario, logs: LogCap
     documents["orders"] = [d for d in documents["orders"] if d["id"] != bad_order]
     documents["transactions"] = [d for d in documents["transactions"] if d["id"] != bad_transaction]
     build_marts_and_check(scenario, documents)
+    scenario.assert_no_secrets(logs)
+
+
+def _load_runs(scenario: Scenario) -> list[Any]:
+    """The load task runs of the scenario's last flow run."""
+    return [
+        run
+        for run in scenario.client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[scenario.flow_run_ids[-1]]))
+        )
+        if run.name.startswith("load-")
+    ]
+
+
+def _loads_artifact(scenario: Scenario) -> list[dict[str, Any]]:
+    """The rows of the last flow run's table artifact (one per collection)."""
+    artifacts = scenario.client.read_artifacts(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[scenario.flow_run_ids[-1]]))
+    )
+    data = next(a.data for a in artifacts if a.key == LOADS_ARTIFACT_KEY)
+    rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else data
+    return rows
+
+
+def _published_marts(scenario: Scenario) -> list[Any]:
+    return list(scenario.catalog().list_tables(scenario.settings().iceberg_marts_namespace))
+
+
+@pytest.mark.scenario(13)
+def test_13_every_document_malformed_the_same_way(scenario: Scenario, logs: LogCapture) -> None:
+    assert scenario.run_flow().is_completed()
+    loaded = scenario.documents()
+    store = scenario.server.store
+    changed = [doc["id"] for doc in list(store.collections["orders"].values())[:7]]
+    for doc_id in changed:  # something to load for orders, nothing elsewhere
+        store.update("orders", doc_id, {"currency": "USD"})
+    namespace = scenario.settings().iceberg_namespace
+    fingerprint = lakehouse_fingerprint(scenario.catalog(), namespace)
+
+    # The orders API now serves every id as a UUID (a Payload with `idType: 'uuid'`).
+    scenario.set_faults("malform:1:collection=orders")
+    started = time.monotonic()
+    state = scenario.run_flow(run_dbt=True)
+    elapsed = time.monotonic() - started
+    scenario.set_faults(None)
+    assert not state.is_completed()
+    message = failure_message(state)
+    assert "RejectionCeilingError: orders: 7 of 7 documents read were rejected" in message
+    assert "(100%, above LOAD_MAX_REJECTED_SHARE=0.5)" in message, message
+    assert "same reason, a systematic cause" in message, message
+    assert f"missing or non-integer id (e.g. id '{malformed_id('orders', changed[0])}')" in message
+    print(f"scenario 13: the refused run took {elapsed:.1f}s")
+    assert elapsed < 45, f"the refused run took {elapsed:.1f}s"
+    assert all(run.run_count == 1 for run in _load_runs(scenario)), "a load task was retried"
+
+    # Nothing committed to orders, its cursor unchanged; the rejects are kept with their JSON.
+    after = lakehouse_fingerprint(scenario.catalog(), namespace)
+    assert after == fingerprint, "a table or cursor changed"
+    kept = [r for r in rejected_rows(scenario.catalog(), namespace) if r["collection"] == "orders"]
+    expected = {malformed_id("orders", d): store.get("orders", d) for d in changed}
+    assert {r["document_id"] for r in kept} == set(expected)
+    for row in kept:
+        assert row["reason"] == "missing or non-integer id"
+        original = {**expected[row["document_id"]], "id": row["document_id"]}
+        assert json.loads(row["document"]) == original
+    # dbt did not run on the partial raw layer: no marts; the artifact carries the rejects.
+    assert _published_marts(scenario) == []
+    orders_row = next(r for r in _loads_artifact(scenario) if r["collection"] == "orders")
+    assert (orders_row["rejected"], orders_row["rejected share"]) == (7, 1.0), orders_row
+    assert orders_row["status"].startswith("FAILED: RejectionCeilingError")
+    scenario.assert_raw_equals_source({**scenario.documents(), "orders": loaded["orders"]})
+
+    # Once the source serves integer ids again, the same changes load.
+    state = scenario.run_flow()
+    assert state.is_completed(), failure_message(state)
+    scenario.assert_raw_equals_source(computed=True)
+    scenario.assert_no_secrets(logs)
+
+
+@pytest.mark.scenario(14)
+def test_14_another_store_on_the_same_lakehouse(
+    scenario: Scenario, logs: LogCapture, make_demo_server: Callable[..., DemoServer]
+) -> None:
+    assert scenario.run_flow().is_completed()
+    namespace = scenario.settings().iceberg_namespace
+    fingerprint = lakehouse_fingerprint(scenario.catalog(), namespace)
+    first = "demo store (preset=small, scale=1, seed=42)"
+    assert all(f[4] and ("payload.source", first) in f[4] for f in fingerprint.values())
+
+    # Another store, same lakehouse: same preset, another seed (same id ranges: a silent mix).
+    second = make_demo_server(
+        seed=7, admin_email=ADMIN_EMAIL, admin_password=PAYLOAD_PASSWORD, api_key=PAYLOAD_API_KEY
+    )
+    scenario.server = second
+    scenario.apply_env(PAYLOAD_CMS_URL=second.url)
+    started = time.monotonic()
+    state = scenario.run_flow(run_dbt=True)
+    elapsed = time.monotonic() - started
+    assert not state.is_completed()
+    message = failure_message(state)
+    assert "SourceMismatchError" in message, message
+    assert f"was loaded from {first}, but the configured source is demo store " in message
+    assert "seed=7" in message and "--full-refresh" in message and "LAKEHOUSE_DIR" in message
+    print(f"scenario 14: the refused run took {elapsed:.1f}s")
+    assert elapsed < 45, f"the refused run took {elapsed:.1f}s"
+    assert all(run.run_count == 1 for run in _load_runs(scenario)), "a load task was retried"
+    assert second.stats()["by_collection"] == {}, "the second store was read"
+    assert lakehouse_fingerprint(scenario.catalog(), namespace) == fingerprint
+    assert _published_marts(scenario) == []
+
+    state = scenario.run_flow(mode="full_refresh")
+    assert state.is_completed(), failure_message(state)
+    scenario.assert_raw_equals_source(computed=True)  # every table equals the second store
+    for collection, print_ in lakehouse_fingerprint(scenario.catalog(), namespace).items():
+        assert ("payload.source", "demo store (preset=small, scale=1, seed=7)") in print_[4], (
+            collection
+        )
     scenario.assert_no_secrets(logs)
