@@ -293,8 +293,12 @@ def asset_events(client: SyncPrefectClient, run_ids: list[Any]) -> list[Any]:
         event=EventNameFilter(prefix=["prefect.asset.materialization."]),
         related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}" for run_id in run_ids]),
     )
-    page = client.read_events(filter=event_filter, limit=200)
-    return list(page.events)
+    page = client.read_events(filter=event_filter, limit=50)
+    events = list(page.events)
+    while page.next_page:
+        page = client.read_events_page(str(page.next_page))
+        events += page.events
+    return events
 
 
 def test_load_and_dbt_name_a_table_alike(
