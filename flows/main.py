@@ -138,14 +138,14 @@ def payload_lakehouse(
 
     wants_dbt = run_dbt and (bool(reports) or not selected)
     dbt_will_run = wants_dbt and (not failures or allow_partial)
-    dbt_not_run: str | None = None  # why dbt did not run, for the summary
+    dbt_not_run: str | None = None  # why dbt did not run (a sentence for the summary)
     if not run_dbt:
-        dbt_not_run = "skipped (the run was started with run_dbt=false)"
+        dbt_not_run = "dbt was skipped: the run was started with run_dbt=false"
     elif not wants_dbt:
-        dbt_not_run = "nothing was loaded (every collection failed)"
+        dbt_not_run = "dbt did not run: nothing was loaded (every collection failed)"
     elif not dbt_will_run:
         dbt_not_run = (
-            f"blocked: the raw layer is partial ({', '.join(sorted(failures))} failed); "
+            f"dbt did not run: the raw layer is partial ({', '.join(sorted(failures))} failed); "
             "allow_partial=true builds on it anyway"
         )
     if selected:
@@ -161,7 +161,7 @@ def payload_lakehouse(
         )
     publish_load_table(reports, failures)
     if wants_dbt and not dbt_will_run:
-        logger.warning("dbt not run: %s", dbt_not_run)
+        logger.warning("%s", dbt_not_run)
 
     dbt_summary: dict[str, Any] | None = None
     marts: list[str] = []
@@ -192,7 +192,7 @@ def payload_lakehouse(
             )
         else:
             failures["dbt build"] = failure_reason(dbt_state)
-            dbt_not_run = f"failed: {failures['dbt build']}"
+            dbt_not_run = f"dbt failed: {failures['dbt build']}"
 
     publish_summary(
         summary_markdown(

@@ -300,7 +300,7 @@ def summary_markdown(
     settings: Settings,
     now: datetime | None = None,
 ) -> str:
-    """The run at a glance. `dbt_not_run` says why dbt did not run (None when it did)."""
+    """The run at a glance. `dbt_not_run`: a sentence saying why dbt did not run or failed."""
     now = now or datetime.now(UTC)
     lines = ["# Payload -> Iceberg lakehouse run", ""]
     lines.append(
@@ -331,7 +331,7 @@ def summary_markdown(
 
     lines += ["", "## dbt", ""]
     if dbt_summary is None:
-        lines.append(f"dbt did not run: {dbt_not_run or 'not requested'}.")
+        lines.append(f"{dbt_not_run or 'dbt did not run'}.")
     else:
         lines.append(
             f"dbt {dbt_summary.get('command', 'build')} of "
@@ -339,6 +339,11 @@ def summary_markdown(
             + dbt_result_line(dbt_summary)
             + "."
         )
+        if reports and not any(report.committed for report in reports):
+            lines.append(
+                "Nothing changed in the raw tables since the last run; dbt ran anyway (the flow "
+                "always builds after a load; incremental models keep that cheap)."
+            )
         if dbt_summary.get("finished_at"):
             finished = _instant(str(dbt_summary["finished_at"]))
             lines.append(f"Marts built at {finished}.")

@@ -379,6 +379,8 @@ def test_new_run_on_unchanged_tables_hits_the_cache(
         assert row["status"] == "no change"
         assert row["cursor before"][0].isdigit() and ", id " in row["cursor before"], row
         assert row["cursor before"] == row["cursor after"], row
+    summary = str(artifacts_of(client, first)[SUMMARY_ARTIFACT_KEY].data)
+    assert "dbt was skipped: the run was started with run_dbt=false." in summary
 
 
 def test_flow_retry_skips_collections_already_loaded(
@@ -445,4 +447,6 @@ def test_partial_failure_keeps_other_loads_and_blocks_dbt(
     assert subflow_runs_of(client, flow_run_id(state)) == [], "dbt ran on a partial raw layer"
     (raw,) = events_of(client, flow_run_id(state), [RAW_LOADED], minimum=1)
     assert raw.resource[DBT_LABEL] == "blocked"
+    summary = str(artifacts_of(client, state)[SUMMARY_ARTIFACT_KEY].data)
+    assert "dbt did not run: the raw layer is partial (carts failed)" in summary
     assert raw.payload["failed"] == ["carts"]

@@ -174,12 +174,12 @@ def test_load_table_rows_and_summary() -> None:
         reports=[],
         failures={},
         dbt_summary=None,
-        dbt_not_run="skipped (the run was started with run_dbt=false)",
+        dbt_not_run="dbt was skipped: the run was started with run_dbt=false",
         marts=[],
         metrics=None,
         settings=settings,
     )
-    assert "dbt did not run: skipped (the run was started with run_dbt=false)." in skipped
+    assert "dbt was skipped: the run was started with run_dbt=false." in skipped
 
 
 def test_age_reads_at_a_glance() -> None:
