@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
+from prefect.futures import wait
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -37,10 +38,15 @@ from prefect.tasks import exponential_backoff
 from flows.lakehouse.errors import RejectionCeilingError
 from flows.lakehouse.load import LoadMode, LoadReport
 from flows.orchestration.artifacts import (
+    MartRow,
+    mart_rows,
+    previous_mart_counts,
     publish_load_table,
+    publish_mart_table,
     publish_summary,
     summary_markdown,
 )
+from flows.orchestration.assets import raw_table_asset, raw_table_key, table_asset_key
 from flows.orchestration.blocks import run_settings
 from flows.orchestration.caching import (
     lakehouse_identifier,
@@ -56,6 +62,7 @@ from flows.orchestration.events import (
 )
 from flows.orchestration.retries import failure_exception
 from flows.orchestration.tasks import (
+    describe_marts_task,
     ensure_request_limit,
     headline_metrics_task,
     lakehouse_state,
@@ -137,21 +144,34 @@ def payload_lakehouse(
 
     wants_dbt = run_dbt and (bool(reports) or not selected)
     dbt_will_run = wants_dbt and (not failures or allow_partial)
+    dbt_not_run: str | None = None  # why dbt did not run (a sentence for the summary)
+    if not run_dbt:
+        dbt_not_run = "dbt was skipped: the run was started with run_dbt=false"
+    elif not wants_dbt:
+        dbt_not_run = "dbt did not run: nothing was loaded (every collection failed)"
+    elif not dbt_will_run:
+        dbt_not_run = (
+            f"dbt did not run: the raw layer is partial ({', '.join(sorted(failures))} failed); "
+            "allow_partial=true builds on it anyway"
+        )
     if selected:
         follow_up: DbtFollowUp = (
             "running" if dbt_will_run else "blocked" if run_dbt and failures else "skipped"
         )
-        emit_raw_loaded(settings.iceberg_namespace, reports, sorted(failures), dbt=follow_up)
+        emit_raw_loaded(
+            settings.iceberg_namespace,
+            reports,
+            sorted(failures),
+            dbt=follow_up,
+            asset_keys={c: raw_table_key(settings, c) for c in selected},
+        )
     publish_load_table(reports, failures, rejections)
     if wants_dbt and not dbt_will_run:
-        logger.warning(
-            "dbt skipped: the raw layer is partial (%s failed); pass allow_partial=True to "
-            "build on it anyway",
-            ", ".join(sorted(failures)),
-        )
+        logger.warning("%s", dbt_not_run)
 
     dbt_summary: dict[str, Any] | None = None
     marts: list[str] = []
+    mart_table: list[MartRow] = []
     metrics: dict[str, Any] | None = None
     if dbt_will_run:
         loaded = [report.collection for report in reports]
@@ -159,15 +179,26 @@ def payload_lakehouse(
         dbt_state = dbt_build(select=select, dbt_target=str(settings.dbt_target), return_state=True)
         if dbt_state.is_completed():
             dbt_summary = dbt_state.result()
-            marts = publish_marts_task(str(settings.dbt_target))
+            # Local target: the marts are copied into Iceberg; on Trino dbt built them there.
+            published = publish_marts_task(str(settings.dbt_target))
+            marts = published or list(dbt_summary.get("marts", []))
+            previous = previous_mart_counts()
+            mart_table = mart_rows(describe_marts_task(str(settings.dbt_target), marts), previous)
+            publish_mart_table(mart_table)
             metrics = headline_metrics_task(str(settings.dbt_target))
             emit_marts_built(
                 settings.iceberg_marts_namespace,
-                marts,
-                {k: dbt_summary[k] for k in ("command", "select", "target", "nodes", "statuses")},
+                {mart: table_asset_key(settings, *mart.split(".", 1)) for mart in marts},
+                {
+                    **{k: dbt_summary[k] for k in ("command", "select", "target", "nodes")},
+                    "statuses": dbt_summary["statuses"],
+                    "snapshot_ids": {row.mart: row.snapshot_id for row in mart_table},
+                    "rows": {row.mart: row.rows for row in mart_table},
+                },
             )
         else:
             failures["dbt build"] = failure_reason(dbt_state)
+            dbt_not_run = f"dbt failed: {failures['dbt build']}"
 
     publish_summary(
         summary_markdown(
@@ -175,8 +206,10 @@ def payload_lakehouse(
             reports=reports,
             failures=failures,
             dbt_summary=dbt_summary,
-            marts=marts,
+            dbt_not_run=dbt_not_run,
+            marts=mart_table,
             metrics=metrics,
+            settings=settings,
         )
     )
     if failures:
@@ -213,24 +246,33 @@ def load_raw_layer(
     lakehouse = lakehouse_identifier(settings)
     storage = result_storage(settings)
     storage_options: dict[str, Any] = {"result_storage": storage} if storage else {}
-    state_task = lakehouse_state.with_options(**storage_options)
-    load_task = load_collection_task.with_options(
-        retries=settings.load_task_retries,
-        retry_delay_seconds=exponential_backoff(settings.load_task_retry_delay_seconds),
+    load_options: dict[str, Any] = {
+        "retries": settings.load_task_retries,
+        "retry_delay_seconds": exponential_backoff(settings.load_task_retry_delay_seconds),
         **load_cache_options(settings),
         **storage_options,
-    )
-    states = state_task.map(collections, lakehouse=unmapped(lakehouse))
-    loads = load_task.map(
-        collection=collections,
-        table_state=states,
-        mode=unmapped(mode),
-        since=unmapped(since),
-        source=unmapped(source_identifier(settings, probe=True)),
-        lakehouse=unmapped(lakehouse),
-        change_id=unmapped(change_id),
-    )
-    loads.wait()
+    }
+    # One identity request to the source for all collections (part of the cache key).
+    source = source_identifier(settings, probe=True)
+    versions = lakehouse_state.with_options(**storage_options)(collections, lakehouse)
+    # One task per collection, each materializing its raw table's asset (the key dbt's asset
+    # events use for the same table), all running in parallel on the thread pool.
+    loads = [
+        load_collection_task(raw_table_asset(settings, collection))
+        .with_options(**load_options)
+        .submit(
+            collection=collection,
+            mode=mode,
+            since=since,
+            table_state=versions[collection],
+            source=source,
+            lakehouse=lakehouse,
+            asset_key=raw_table_key(settings, collection),
+            change_id=change_id,
+        )
+        for collection in collections
+    ]
+    wait(loads)
 
     reports: list[LoadReport] = []
     failures: dict[str, str] = {}

@@ -12,6 +12,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+# As the entry point and the work pool set it: dlt's and our loggers reach the run logs (and the
+# tests see what the UI would show).
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,flows")
 
 
 # --- Demo Payload API fixtures (flows/demo) -------------------------------------------------

@@ -4,10 +4,11 @@ Why two tasks: Prefect computes a task's cache key *before* the task runs, and a
 changes the table's snapshot. A key on "the table's snapshot right now" would therefore never
 match on a retry (the first attempt already moved the snapshot). Instead:
 
-1. `lakehouse_state(collection)` reads the table's fingerprint (snapshot id + cursor) and is
-   cached on INPUTS + RUN_ID: within one flow run, including its retries, it returns the state
-   the table had *before* this run loaded it.
-2. `load_collection_task(..., table_state=<that fingerprint>)` is cached on its INPUTS
+1. `lakehouse_state(collections)` (task `note-table-versions`) reads each table's fingerprint
+   (snapshot id + cursor) and is cached on INPUTS + RUN_ID: within one flow run, including its
+   retries, it returns the state each table had *before* this run loaded it.
+2. `load-<collection>` (`load_collection(..., table_state=<that fingerprint>)`) is cached on its
+   INPUTS
    (collection, mode, since, table state, source and lakehouse identifiers, change id) plus its
    source code, with an expiration.
 

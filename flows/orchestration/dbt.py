@@ -9,8 +9,9 @@ failed before running a node, e.g. a connection error), the retry runs the build
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from flows.settings import ALL_COLLECTIONS, COLLECTION_TABLES
 from flows.transform.dbt_project import DBT_PROJECT_DIR, applied_environment, dbt_environment
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
+# Node types that build a relation, and how many of the slowest to report.
+BUILDING_TYPES = {"model", "seed", "snapshot"}
+SLOWEST_COUNT = 5
 
 
 class DbtBuildError(RuntimeError):
@@ -40,15 +44,33 @@ def downstream_selector(collections: Sequence[str]) -> str | None:
     return " ".join(f"source:*.{COLLECTION_TABLES[c]}+" for c in collections)
 
 
-def summarise(result: Any, command: str, select: str | None, target: str) -> dict[str, Any]:
-    """Counts per node status and the failed nodes, from a dbtRunnerResult."""
+def _value(item: Any) -> str:
+    return str(getattr(item, "value", item))
+
+
+def summarise(
+    result: Any, command: str, select: str | None, target: str, marts_schema: str | None = None
+) -> dict[str, Any]:
+    """What a dbt invocation did, from its dbtRunnerResult: counts per node status and per node
+    type, the failed nodes, the slowest models (dbt's own timings: the node task runs' times in
+    the Prefect UI are not the nodes' execution times, see docs/orchestration.md) and the mart
+    tables it built."""
     node_results = getattr(getattr(result, "result", None), "results", None) or []
-    statuses = Counter(str(getattr(r.status, "value", r.status)) for r in node_results)
-    failed = [
-        r.node.unique_id
-        for r in node_results
-        if str(getattr(r.status, "value", r.status)) in FAILED_STATUSES
-    ]
+    statuses = Counter(_value(r.status) for r in node_results)
+    by_type: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in node_results:
+        by_type[_value(r.node.resource_type)][_value(r.status)] += 1
+    failed = [r.node.unique_id for r in node_results if _value(r.status) in FAILED_STATUSES]
+    building = [r for r in node_results if _value(r.node.resource_type) in BUILDING_TYPES]
+    slowest = sorted(building, key=lambda r: float(r.execution_time or 0.0), reverse=True)
+    marts = sorted(
+        f"{r.node.schema}.{r.node.name}"
+        for r in building
+        if _value(r.node.resource_type) == "model"
+        and r.node.schema == marts_schema
+        and r.node.config.materialized not in {"view", "ephemeral"}
+        and _value(r.status) == "success"
+    )
     return {
         "command": command,
         "select": select,
@@ -56,7 +78,18 @@ def summarise(result: Any, command: str, select: str | None, target: str) -> dic
         "success": bool(result.success),
         "nodes": len(node_results),
         "statuses": dict(statuses),
+        "by_type": {kind: dict(counts) for kind, counts in sorted(by_type.items())},
         "failed_nodes": failed,
+        "slowest": [
+            {
+                "node": r.node.name,
+                "type": _value(r.node.resource_type),
+                "seconds": round(float(r.execution_time or 0.0), 2),
+            }
+            for r in slowest[:SLOWEST_COUNT]
+        ],
+        "marts": marts,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -64,7 +97,13 @@ def run_results_exist(target_path: Path) -> bool:
     return (target_path / "run_results.json").exists()
 
 
-@flow(name="dbt-build", retries=1, retry_delay_seconds=5)
+def _run_name() -> str:
+    """`dbt-build (local)`: a name that says what the subflow is, not a random one."""
+    target = flow_run.parameters.get("dbt_target") or "default target"
+    return f"dbt-build ({target})"
+
+
+@flow(name="dbt-build", flow_run_name=_run_name, retries=1, retry_delay_seconds=5)
 def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[str, Any]:
     """`dbt build` (first attempt) or `dbt retry` (flow retries) on the configured target."""
     settings = run_settings(dbt_target=dbt_target) if dbt_target else run_settings()
@@ -88,7 +127,7 @@ def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[
     with applied_environment(environment):
         runner = PrefectDbtRunner(settings=dbt_settings, raise_on_failure=False)
         result = runner.invoke(args)
-    summary = summarise(result, command, select, target)
+    summary = summarise(result, command, select, target, settings.iceberg_marts_namespace)
     if not result.success:
         cause = getattr(result, "exception", None)
         detail = f": {cause}" if cause else ""

@@ -7,24 +7,29 @@ keys and the Prefect database.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.assets import Asset, add_asset_metadata, materialize
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.tasks import exponential_backoff
+from prefect.context import AssetContext
+from prefect.tasks import MaterializingTask, exponential_backoff
 
+from flows.lakehouse.catalog import get_catalog
 from flows.lakehouse.load import (
     LoadMode,
     LoadReport,
-    load_collection,
     prepare_lakehouse,
     table_state,
 )
+from flows.lakehouse.load import load_collection as _load
 from flows.orchestration.blocks import run_settings
 from flows.orchestration.caching import LOAD_CACHE_POLICY, STATE_CACHE_POLICY
-from flows.orchestration.events import emit_collection_loaded
+from flows.orchestration.events import emit_collection_loaded, report_payload
+from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.retries import retry_if_transient
 from flows.transform.dbt_project import headline_metrics, publish_marts
 
@@ -32,7 +37,16 @@ from flows.transform.dbt_project import headline_metrics, publish_marts
 PAYLOAD_API_TAG = "payload-api"
 
 
-@task(name="ensure-request-limit", cache_policy=NO_CACHE, persist_result=False)
+# Every task run is named after its task (`task_run_name`): without one, Prefect appends a
+# random suffix (`prepare-lakehouse-4f2`), which tells a reader nothing.
+
+
+@task(
+    name="ensure-request-limit",
+    task_run_name="ensure-request-limit",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def ensure_request_limit(limit: int, tag: str = PAYLOAD_API_TAG) -> int:
     """Create or update the tag concurrency limit (upsert), so it follows the setting.
 
@@ -45,81 +59,142 @@ def ensure_request_limit(limit: int, tag: str = PAYLOAD_API_TAG) -> int:
     return limit
 
 
-@task(name="prepare-lakehouse", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="prepare-lakehouse",
+    task_run_name="prepare-lakehouse",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def prepare_lakehouse_task() -> None:
     """Create the catalog and namespaces before the parallel loads (avoids creation races)."""
     prepare_lakehouse(run_settings())
 
 
 @task(
-    name="lakehouse-state",
-    task_run_name="state-{collection}",
+    name="note-table-versions",
+    task_run_name="note-table-versions",
     cache_policy=STATE_CACHE_POLICY,
     persist_result=True,
 )
-def lakehouse_state(collection: str, lakehouse: str) -> str:
-    """The table's snapshot/cursor fingerprint as this flow run first saw it.
+def lakehouse_state(collections: Sequence[str], lakehouse: str) -> dict[str, str]:
+    """Each table's snapshot/cursor fingerprint as this flow run first saw it, by collection.
 
-    Cached per flow run: a retry of the same run gets the *pre-load* state back, which keeps the
-    load task's cache key stable across retries (see flows/orchestration/caching.py).
+    One task for all the tables (a few catalog reads): its only purpose is the load tasks' cache
+    key. Cached per flow run: a retry of the same run gets the *pre-load* versions back, which
+    keeps the load cache keys stable across retries (see flows/orchestration/caching.py).
     """
-    return table_state(run_settings(), collection)
+    settings = run_settings()
+    return {collection: table_state(settings, collection) for collection in collections}
 
 
-@task(
-    name="load-collection",
-    task_run_name="load-{collection}",
-    tags=[PAYLOAD_API_TAG],
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=LOAD_CACHE_POLICY,
-    persist_result=True,
-)
-def load_collection_task(
+def load_collection(
     collection: str,
     mode: LoadMode,
     since: datetime | None,
     table_state: str,
     source: str,
     lakehouse: str,
+    asset_key: str,
     change_id: str | None = None,
 ) -> LoadReport:
     """Extract one Payload collection and commit it to its Iceberg table (one atomic commit).
 
     `table_state`, `source`, `lakehouse` and `change_id` are not needed to load: they are part of
     the cache key (same pre-load state of the same table from the same source -> same result).
+    `asset_key` names the raw table as dbt's asset events do (flows/orchestration/assets.py).
     """
+    keep_prefect_log_format()  # before dlt initialises its logger in this process
     settings = run_settings()
     logger = get_run_logger()
-    report = load_collection(settings, collection, mode, since)
+    report = _load(settings, collection, mode, since)
     logger.info(
-        "%s -> %s: read %d, inserted %d, updated %d, deleted %d, rejected %d, cursor %s -> %s "
-        "in %.1fs%s",
+        "%s -> %s: read %s, inserted %s, updated %s, deleted %s, rejected %s, "
+        "cursor %s -> %s in %.1f s%s",
         collection,
         report.table,
-        report.documents_read,
-        report.inserted,
-        report.updated,
-        report.deleted,
-        report.rejected,
-        report.cursor_before,
-        report.cursor_after,
+        f"{report.documents_read:,}",
+        f"{report.inserted:,}",
+        f"{report.updated:,}",
+        f"{report.deleted:,}",
+        f"{report.rejected:,}",
+        report.cursor_before or "(first load)",
+        report.cursor_after or "(none)",
         report.seconds,
         "" if report.committed else " (nothing to commit)",
     )
-    emit_collection_loaded(settings.iceberg_namespace, report)
+    if AssetContext.get() is not None:
+        # Shown on the asset's materialization in the UI (snapshot id as a string: see events).
+        add_asset_metadata(asset_key, report_payload(report))
+    emit_collection_loaded(asset_key, report)
     return report
 
 
-@task(name="publish-marts", cache_policy=NO_CACHE, persist_result=False)
+def load_collection_task(asset: Asset) -> MaterializingTask[..., LoadReport]:
+    """The load task of one collection: it materializes that collection's raw-table asset.
+
+    A factory because a task's assets are fixed per task: one task per collection, all with the
+    same function, name and options (and so the same cache behaviour).
+    """
+    return materialize(
+        asset,
+        by="dlt",
+        name="load-collection",
+        task_run_name="load-{collection}",
+        tags=[PAYLOAD_API_TAG],
+        retries=3,
+        retry_delay_seconds=exponential_backoff(backoff_factor=10),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=retry_if_transient,
+        cache_policy=LOAD_CACHE_POLICY,
+        persist_result=True,
+    )(load_collection)
+
+
+@task(
+    name="publish-marts",
+    task_run_name="publish-marts",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def publish_marts_task(dbt_target: str) -> list[str]:
     """Copy the built marts into the Iceberg marts namespace (local target)."""
     return publish_marts(run_settings(dbt_target=dbt_target))
 
 
-@task(name="headline-metrics", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="headline-metrics",
+    task_run_name="headline-metrics",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def headline_metrics_task(dbt_target: str) -> dict[str, Any]:
     """Orders, revenue and customers by segment, read from the marts for the summary artifact."""
     return headline_metrics(run_settings(dbt_target=dbt_target))
+
+
+@task(
+    name="describe-marts",
+    task_run_name="describe-marts",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def describe_marts_task(dbt_target: str, marts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Row count, Iceberg snapshot id and commit time of each mart (`<namespace>.<table>`).
+
+    Read from the Iceberg catalog, which holds the marts on both targets (published copies on
+    the local target, dbt-trino's own tables on Trino): no query engine needed.
+    """
+    catalog = get_catalog(run_settings(dbt_target=dbt_target))
+    described: dict[str, dict[str, Any]] = {}
+    for identifier in marts:
+        snapshot = catalog.load_table(identifier).current_snapshot()
+        if snapshot is None:
+            described[identifier] = {"rows": 0, "snapshot_id": None, "committed_at": None}
+            continue
+        total = snapshot.summary.get("total-records") if snapshot.summary else None
+        described[identifier] = {
+            "rows": int(total or 0),
+            "snapshot_id": str(snapshot.snapshot_id),
+            "committed_at": snapshot.timestamp_ms,
+        }
+    return described

@@ -243,13 +243,21 @@ def open_duckdb(settings: Settings) -> duckdb.DuckDBPyConnection:
         )
 
 
+def seed_names() -> set[str]:
+    """The dbt seeds (lookup tables such as `rfm_segments`): they live in the marts schema but
+    are inputs of the marts, not marts."""
+    return {path.stem for path in (DBT_PROJECT_DIR / "seeds").glob("*.csv")}
+
+
 def mart_tables(connection: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    """The mart tables dbt built in `schema` (seeds excluded)."""
+    seeds = seed_names()
     rows = connection.execute(
         "select table_name from information_schema.tables "
         "where table_schema = ? and table_type = 'BASE TABLE' order by table_name",
         [schema],
     ).fetchall()
-    return [row[0] for row in rows]
+    return [row[0] for row in rows if row[0] not in seeds]
 
 
 def _iceberg_friendly(table: pa.Table) -> pa.Table:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from flows.demo.server import DemoServer
 
@@ -90,6 +91,25 @@ def flow_runs_of(api: str, deployment: str) -> list[dict[str, Any]]:
     return list(response.json())
 
 
+def assert_automations_are_named(api: str) -> None:
+    """The Automations page: every trigger in prefect.yaml is an automation with the name and
+    description written there (not `on-change__automation_1`, "A custom trigger")."""
+    declared = {
+        trigger["name"]: trigger["description"]
+        for deployment in yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+        for trigger in deployment.get("triggers", [])
+    }
+    assert len(declared) == 2
+    response = httpx.post(f"{api}/automations/filter", json={}, timeout=10)
+    response.raise_for_status()
+    automations = {item["name"]: item for item in response.json()}
+    assert set(automations) == set(declared), sorted(automations)
+    for name, description in declared.items():
+        assert "__automation_" not in name
+        assert automations[name]["description"] == description
+        assert len(description) > 100, name  # says what it matches and how it debounces
+
+
 def test_deploy_run_and_trigger(
     prefect_server: dict[str, str], demo: DemoServer, tmp_path: Path
 ) -> None:
@@ -114,6 +134,7 @@ def test_deploy_run_and_trigger(
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     for name in ("daily", "on-change", "transform", "reconcile"):
         assert f"payload-lakehouse/{name}" in deployed.stdout
+    assert_automations_are_named(api)
 
     # The worker's flow runs read the demo Payload API and write the stack's lakehouse (REST
     # catalog + S3, in their own namespace), with results in the stack's S3 bucket.

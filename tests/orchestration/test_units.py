@@ -18,10 +18,11 @@ from prefect.events.schemas.events import ReceivedEvent
 
 from flows.lakehouse.load import LoadMode, LoadReport, table_state
 from flows.main import main, parse_args
-from flows.orchestration.artifacts import load_rows, summary_markdown
+from flows.orchestration.artifacts import MartRow, age, load_rows, summary_markdown
+from flows.orchestration.assets import raw_table_key, table_asset_key
 from flows.orchestration.caching import lakehouse_identifier, without_credentials
 from flows.orchestration.dbt import downstream_selector
-from flows.orchestration.events import COLLECTION_CHANGED, table_resource_id
+from flows.orchestration.events import COLLECTION_CHANGED, json_safe, report_payload
 from flows.orchestration.relay import CHANGE_PATH, make_server
 from flows.settings import ALL_COLLECTIONS, load_settings
 
@@ -31,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def report(collection: str, read: int) -> LoadReport:
     return LoadReport(
         collection=collection,
-        table=collection.lower(),
+        table=f"ecommerce.{collection.lower()}",
         mode="incremental",
         documents_read=read,
         inserted=read,
@@ -40,7 +41,7 @@ def report(collection: str, read: int) -> LoadReport:
         rejected=1,
         cursor_before=None,
         cursor_after="2026-01-01T00:00:00.000Z|7",
-        snapshot_id=1,
+        snapshot_id=651258540856733155,
         committed=True,
         seconds=1.234,
         rejected_share=round(1 / read, 4),
@@ -114,44 +115,94 @@ def test_cache_identifiers_carry_no_credentials(monkeypatch: pytest.MonkeyPatch)
 
 def test_load_table_rows_and_summary() -> None:
     rows = load_rows(
-        [report("orders", 500)],
+        [report("orders", 5000)],
         {"carts": "PayloadAuthError: 403 refused", "users": "RejectionCeilingError: users: ..."},
         {"users": (100, 1.0)},
     )
     assert rows[0] == {
         "collection": "orders",
         "status": "loaded",
-        "documents read": 500,
-        "inserted": 500,
-        "updated": 0,
-        "deleted": 0,
-        "rejected": 1,
-        "rejected share": 0.002,
-        "cursor": "- -> 2026-01-01T00:00:00.000Z|7",
-        "seconds": 1.23,
+        "read": "5,000",
+        "inserted": "5,000",
+        "updated": "0",
+        "deleted": "0",
+        "rejected": "1",
+        "rejected share": "0.02%",
+        "seconds": "1.2",
+        "cursor before": "none (first load)",
+        "cursor after": "2026-01-01 00:00:00 UTC, id 7",
+        "snapshot id": "651258540856733155",
     }
+    # Seconds come before the (wide) cursor columns, so they stay on screen.
+    assert list(rows[0]).index("seconds") < list(rows[0]).index("cursor before")
     assert rows[1]["collection"] == "carts" and rows[1]["status"].startswith("FAILED: ")
-    assert rows[1]["rejected"] is None
+    assert rows[1]["rejected"] == ""
     # a load refused by the rejection ceiling still shows how much it rejected
-    assert (rows[2]["rejected"], rows[2]["rejected share"]) == (100, 1.0)
+    assert (rows[2]["rejected"], rows[2]["rejected share"]) == ("100", "100.00%")
+    for row in rows:  # rendered as markdown: no bullet, heading or table pipe in a cell
+        for cell in row.values():
+            assert not str(cell).startswith(("-", "*", "#")) and "|" not in str(cell), cell
+    settings = load_settings()
     markdown = summary_markdown(
         mode=LoadMode.INCREMENTAL,
-        reports=[report("orders", 500)],
+        reports=[report("orders", 5000)],
         failures={},
         dbt_summary={
             "command": "build",
             "select": None,
             "target": "local",
-            "statuses": {"success": 40, "pass": 80},
+            "statuses": {"success": 41, "pass": 92},
+            "by_type": {
+                "model": {"success": 40},
+                "seed": {"success": 1},
+                "test": {"pass": 80},
+                "unit_test": {"pass": 12},
+            },
+            "slowest": [{"node": "fact_orders", "type": "model", "seconds": 1.5}],
+            "finished_at": "2026-01-02T03:04:05+00:00",
         },
-        marts=["ecommerce_marts.fact_orders"],
+        dbt_not_run=None,
+        marts=[MartRow("ecommerce_marts.fact_orders", 3000, 2990, "651258540856733155")],
         metrics={"orders": 1234, "revenue_usd": 5678.5, "customers_by_segment": {"Champions": 3}},
+        settings=settings,
+        now=datetime(2026, 1, 1, 2, 30, tzinfo=UTC),
     )
-    assert "**documents read** 500" in markdown
-    assert "**rejected** 1 (0.2%)" in markdown
-    assert "40 success, 80 pass" in markdown
-    assert "| revenue_usd | 5,678.50 |" in markdown
+    assert "**documents read** 5,000" in markdown
+    assert "**rejected** 1 (0.0%)" in markdown
+    assert "40 models and 1 seed built; 80 data tests and 12 unit tests passed" in markdown
+    assert "| model fact_orders | 1.50 |" in markdown
+    assert "Marts built at 2026-01-02 03:04:05 UTC" in markdown
+    assert "| ecommerce.orders | 2026-01-01 00:00:00 UTC | 2 h 30 min | 651258540856733155 |" in (
+        markdown
+    )
+    assert "| ecommerce_marts.fact_orders | 3,000 | +10 | 651258540856733155 |" in markdown
+    assert "| Revenue (USD) | 5,678.50 |" in markdown and "revenue_usd" not in markdown
     assert "Champions: 3" in markdown
+    assert f"`duckdb -readonly {settings.duckdb_path}`" in markdown
+    skipped = summary_markdown(
+        mode="incremental",
+        reports=[],
+        failures={},
+        dbt_summary=None,
+        dbt_not_run="dbt was skipped: the run was started with run_dbt=false",
+        marts=[],
+        metrics=None,
+        settings=settings,
+    )
+    assert "dbt was skipped: the run was started with run_dbt=false." in skipped
+
+
+def test_age_reads_at_a_glance() -> None:
+    now = datetime(2026, 1, 3, tzinfo=UTC)
+    assert age(datetime(2026, 1, 1, 20, tzinfo=UTC), now) == "1 d 4 h"
+    assert age(datetime(2026, 1, 2, 23, 59, 20, tzinfo=UTC), now) == "40 s"
+    assert age(None, now) == "n/a"
+
+
+def test_snapshot_ids_leave_as_strings() -> None:
+    payload = report_payload(report("orders", 1))
+    assert payload["snapshot_id"] == "651258540856733155"
+    assert json_safe({"a": [2**53 + 1, 5, True]}) == {"a": [str(2**53 + 1), 5, True]}
 
 
 @pytest.fixture
@@ -213,6 +264,14 @@ def test_cli_runs_the_demo_end_to_end(
     assert table_state(settings, "orders") == "empty"  # only the selected collections
 
 
-def test_table_resource_ids_name_the_iceberg_table() -> None:
-    assert table_resource_id("ecommerce", "orders") == "iceberg.table.ecommerce.orders"
-    assert table_resource_id("ecommerce", "ecommerce.orders") == "iceberg.table.ecommerce.orders"
+def test_table_asset_keys_are_prefect_dbts() -> None:
+    """The keys prefect-dbt 0.7.25 derives from the dbt manifest's relation names (read from its
+    source: `format_resource_id(adapter_type, relation_name)`), for both targets."""
+    local = load_settings(dbt_target="local")
+    assert raw_table_key(local, "orders") == "duckdb://lakehouse/ecommerce/orders"
+    assert raw_table_key(local, "variantTypes") == "duckdb://lakehouse/ecommerce/varianttypes"
+    assert table_asset_key(local, "x", "ecommerce_marts.fact_orders") == (
+        "duckdb://lakehouse/ecommerce_marts/fact_orders"
+    )
+    trino = load_settings(dbt_target="trino", trino_catalog="lake")
+    assert raw_table_key(trino, "orders") == "trino://lake/ecommerce/orders"

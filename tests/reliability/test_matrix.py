@@ -433,7 +433,7 @@ def test_13_every_document_malformed_the_same_way(scenario: Scenario, logs: LogC
     # dbt did not run on the partial raw layer: no marts; the artifact carries the rejects.
     assert _published_marts(scenario) == []
     orders_row = next(r for r in _loads_artifact(scenario) if r["collection"] == "orders")
-    assert (orders_row["rejected"], orders_row["rejected share"]) == (7, 1.0), orders_row
+    assert (orders_row["rejected"], orders_row["rejected share"]) == ("7", "100.00%"), orders_row
     assert orders_row["status"].startswith("FAILED: RejectionCeilingError")
     scenario.assert_raw_equals_source({**scenario.documents(), "orders": loaded["orders"]})
 
