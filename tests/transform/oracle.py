@@ -71,6 +71,18 @@ def _ntile(ordered_keys: list[int], buckets: int = 5) -> dict[int, int]:
     return scores
 
 
+def _tied_quintile(keys: dict[int, tuple[Any, ...]], buckets: int = 5) -> dict[int, int]:
+    """Quintile score from the rank of each customer's ordering key: customers with equal keys
+    share the lowest rank (SQL rank()), score = 1 + buckets * (rank - 1) // count. Equal keys
+    therefore always get equal scores."""
+    ordered = sorted(keys.values())
+    count = len(ordered)
+    first_rank: dict[tuple[Any, ...], int] = {}
+    for position, key in enumerate(ordered, start=1):
+        first_rank.setdefault(key, position)
+    return {c: 1 + buckets * (first_rank[k] - 1) // count for c, k in keys.items()}
+
+
 def segment_table() -> dict[tuple[int, int], str]:
     with (DBT_PROJECT_DIR / "seeds" / "rfm_segments.csv").open() as handle:
         return {
@@ -101,9 +113,9 @@ def customer_rfm(docs: Documents) -> dict[int, Rfm]:
             cents[customer] += order["amount"]
     customers = list(last_any)
     recency = {c: (as_of - last_revenue.get(c, last_any[c])).days for c in customers}
-    r = _ntile(sorted(customers, key=lambda c: (-recency[c], cents[c], c)))
-    f = _ntile(sorted(customers, key=lambda c: (frequency[c], cents[c], c)))
-    m = _ntile(sorted(customers, key=lambda c: (cents[c], frequency[c], c)))
+    r = _tied_quintile({c: (-recency[c], cents[c]) for c in customers})
+    f = _tied_quintile({c: (frequency[c], cents[c]) for c in customers})
+    m = _tied_quintile({c: (cents[c], frequency[c]) for c in customers})
     segments = segment_table()
     return {
         c: Rfm(
