@@ -1,12 +1,13 @@
 {#-
     The instant this build describes, as a UTC timestamp without time zone. Values that depend
     on it (a cart's status, a customer's lifetime in days) are computed against it.
-    var `build_at` pins it (ISO 8601, e.g. '2026-11-01T12:00:00Z' or '2026-11-01 12:00:00'):
-    tests and the Trino-vs-DuckDB comparison pass the same instant to both builds; default
-    the start of the dbt invocation (`run_started_at`, UTC), the same for every model of a run.
+    var `build_at` (or, for runs started by the flow, the environment variable DBT_BUILD_AT)
+    pins it (ISO 8601 UTC, e.g. '2026-11-01T12:00:00Z' or '2026-11-01 12:00:00'): tests and the
+    Trino-vs-DuckDB comparison give both builds the same instant. Default: the start of the dbt
+    invocation (`run_started_at`, UTC), the same for every model of a run.
 -#}
 {% macro build_instant() -%}
-    {%- set pinned = var('build_at', none) -%}
+    {%- set pinned = var('build_at', none) or env_var('DBT_BUILD_AT', '') -%}
     {%- if pinned -%}
         {%- set text = (pinned | string) | replace('T', ' ') | replace('Z', '') -%}
     {%- else -%}
