@@ -82,6 +82,8 @@ def summary_markdown(
             f"`{dbt_summary.get('select') or 'all'}` on target `{dbt_summary.get('target')}`: "
             + ", ".join(f"{count} {status}" for status, count in dbt_summary["statuses"].items())
         )
+        for node, count in (dbt_summary.get("warnings") or {}).items():
+            lines.append(f"- warning: `{node}` ({count} rows)")
         if dbt_summary.get("failed_nodes"):
             lines += [f"- failed: `{node}`" for node in dbt_summary["failed_nodes"]]
     if marts:

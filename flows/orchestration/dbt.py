@@ -49,6 +49,12 @@ def summarise(result: Any, command: str, select: str | None, target: str) -> dic
         for r in node_results
         if str(getattr(r.status, "value", r.status)) in FAILED_STATUSES
     ]
+    # warn-severity tests (e.g. customers_not_loaded): node -> number of offending rows
+    warnings = {
+        r.node.unique_id: int(getattr(r, "failures", 0) or 0)
+        for r in node_results
+        if str(getattr(r.status, "value", r.status)) == "warn"
+    }
     return {
         "command": command,
         "select": select,
@@ -57,6 +63,7 @@ def summarise(result: Any, command: str, select: str | None, target: str) -> dic
         "nodes": len(node_results),
         "statuses": dict(statuses),
         "failed_nodes": failed,
+        "warnings": warnings,
     }
 
 
