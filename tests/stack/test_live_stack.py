@@ -95,6 +95,7 @@ class StackRun:
 BUILD_AT = "2026-11-05T00:00:00Z"
 BUILD_VARS = "{build_at: '" + BUILD_AT + "'}"
 
+
 @pytest.fixture(scope="module")
 def stack_run(
     live_stack: StackConfig, tmp_path_factory: pytest.TempPathFactory

@@ -9,7 +9,7 @@ downstream of them, at a build instant that moves forward), and after every sequ
 must equal a full refresh over the same raw data at the same build instant (multiset of rows,
 every column).
 
-`INTERLEAVING_SEQUENCES` (default 6) and `INTERLEAVING_SEED` (default 11) choose how many
+`INTERLEAVING_SEQUENCES` (default 3) and `INTERLEAVING_SEED` (default 11) choose how many
 sequences run and which ones.
 """
 
@@ -45,7 +45,7 @@ SOURCES = {
     "users": "users",
     "categories": "categories",
 }
-SEQUENCES = int(os.environ.get("INTERLEAVING_SEQUENCES", "6"))
+SEQUENCES = int(os.environ.get("INTERLEAVING_SEQUENCES", "3"))
 SEED = int(os.environ.get("INTERLEAVING_SEED", "11"))
 STEPS_PER_SEQUENCE = 4
 

@@ -38,11 +38,10 @@ def test_dim_customers_lifetime_fields_match_the_oracle(
     expected = oracle.customer_lifetimes(loaded_lakehouse.documents(), built_at.date())
     rows = loaded_lakehouse.query(
         f"select customer_id, first_order_date, last_order_date, total_orders, "
-        f"lifetime_value_usd, customer_lifetime_days, is_unknown_customer from {MARTS}.dim_customers"
+        "lifetime_value_usd, customer_lifetime_days, is_unknown_customer "
+        f"from {MARTS}.dim_customers"
     )
-    actual = {
-        row[0]: oracle.CustomerLifetime(*row[1:6]) for row in rows if not row[6]
-    }
+    actual = {row[0]: oracle.CustomerLifetime(*row[1:6]) for row in rows if not row[6]}
     assert actual == expected
     assert all(value.customer_lifetime_days is not None for value in actual.values())
 
@@ -95,6 +94,9 @@ def test_a_customer_referenced_but_not_loaded_warns_and_gets_an_anonymous_row(
     name, email, since, unknown, _total, placed, segment = row[0]
     assert (name, email, since, unknown) == (None, None, None, True)
     assert placed > 0 and segment is not None
-    assert loaded_lakehouse.query(
-        f"select count(*) from {MARTS}.fact_orders where customer_id = {gone}"
-    )[0][0] == placed
+    assert (
+        loaded_lakehouse.query(
+            f"select count(*) from {MARTS}.fact_orders where customer_id = {gone}"
+        )[0][0]
+        == placed
+    )
