@@ -89,7 +89,14 @@ class Settings(BaseSettings):
         description="Comma-separated collection slugs to load.",
     )
     payload_page_size: int = Field(default=1000, ge=1, le=10_000, description="`limit` per page.")
-    payload_depth: int = Field(default=0, ge=0, le=10, description="Payload `depth` (0 = ids).")
+    payload_depth: int = Field(
+        default=0,
+        description=(
+            "Payload `depth`: must be 0 (relationships as ids; dbt joins them). A populated "
+            "relationship (depth > 0) would arrive as an object where the raw tables and the "
+            "marts expect an id, so other values are refused at start."
+        ),
+    )
     payload_timeout_seconds: float = Field(default=30.0, gt=0, description="Per-request timeout.")
     payload_max_retries: int = Field(default=6, ge=0, le=50, description="Retries per request.")
     payload_backoff_seconds: float = Field(
@@ -190,6 +197,17 @@ class Settings(BaseSettings):
         description="How long a completed collection load is reused by a retried or new run "
         "for the same table state (Prefect cache expiration).",
     )
+
+    @field_validator("payload_depth")
+    @classmethod
+    def _depth_zero(cls, value: int) -> int:
+        if value != 0:
+            raise ValueError(
+                f"PAYLOAD_DEPTH={value} is not supported: the pipeline reads relationships as "
+                "ids (depth 0) and joins them in dbt; a populated relationship (an object) "
+                "cannot be stored in an id column. Unset PAYLOAD_DEPTH or set it to 0."
+            )
+        return value
 
     @field_validator("payload_collections", mode="before")
     @classmethod

@@ -25,6 +25,19 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(_env_file=None)
 
 
+@pytest.mark.parametrize("depth", ["1", "2"])
+def test_a_populated_relationship_depth_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, depth: str
+) -> None:
+    """depth > 0 turns relationship ids into objects the raw id columns cannot hold: no such
+    setting may exist silently, it fails at start naming the variable."""
+    monkeypatch.setenv("PAYLOAD_DEPTH", depth)
+    with pytest.raises(ConfigError, match="PAYLOAD_DEPTH"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("PAYLOAD_DEPTH", "0")
+    assert load_settings(_env_file=None).payload_depth == 0
+
+
 def test_unknown_collection_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYLOAD_COLLECTIONS", "orders,invoices")
     with pytest.raises(ConfigError, match="invoices"):

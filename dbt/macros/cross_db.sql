@@ -244,3 +244,18 @@
 {% macro trino__month_partitioned(column_name) -%}
     {{ return({'format': "'PARQUET'", 'partitioning': "ARRAY['month(" ~ column_name ~ ")']"}) }}
 {%- endmacro %}
+
+
+{#- Whole days from one date to another (end - start), as an integer. dbt-trino's
+    dbt.datediff goes through interval milliseconds; Trino's own date_diff is exact on dates. -#}
+{% macro days_between(start_date, end_date) -%}
+    {{ return(adapter.dispatch('days_between')(start_date, end_date)) }}
+{%- endmacro %}
+
+{% macro default__days_between(start_date, end_date) -%}
+    {{ dbt.datediff(start_date, end_date, 'day') }}
+{%- endmacro %}
+
+{% macro trino__days_between(start_date, end_date) -%}
+    date_diff('day', {{ start_date }}, {{ end_date }})
+{%- endmacro %}

@@ -7,3 +7,11 @@
         {%- endfor -%}
     ))
 {%- endmacro %}
+
+
+{#- Score 1-5 by quintile of rank(): rows equal on `order_by` share the lowest rank of their
+    tie and therefore one score (ntile() would split a tie across two scores by an arbitrary
+    order). score = 1 + 5 * (rank - 1) / row count, integer division. -#}
+{% macro tied_quintile(order_by) -%}
+    (1 + {{ integer_divide('5 * (rank() over (order by ' ~ order_by ~ ') - 1)', 'count(*) over ()') }})
+{%- endmacro %}

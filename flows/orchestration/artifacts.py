@@ -364,6 +364,8 @@ def summary_markdown(
         if dbt_summary.get("finished_at"):
             finished = _instant(str(dbt_summary["finished_at"]))
             lines.append(f"Marts built at {finished}.")
+        for node, count in (dbt_summary.get("warnings") or {}).items():
+            lines.append(f"- warning: `{node}` ({count} rows)")
         if dbt_summary.get("failed_nodes"):
             lines += ["", *[f"- failed: {node}" for node in dbt_summary["failed_nodes"]]]
         slowest = dbt_summary.get("slowest") or []

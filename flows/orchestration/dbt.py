@@ -71,6 +71,12 @@ def summarise(
         and r.node.config.materialized not in {"view", "ephemeral"}
         and _value(r.status) == "success"
     )
+    # warn-severity tests (e.g. customers_not_loaded): node -> number of offending rows
+    warnings = {
+        r.node.unique_id: int(getattr(r, "failures", 0) or 0)
+        for r in node_results
+        if _value(r.status) == "warn"
+    }
     return {
         "command": command,
         "select": select,
@@ -90,6 +96,7 @@ def summarise(
         ],
         "marts": marts,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "warnings": warnings,
     }
 
 

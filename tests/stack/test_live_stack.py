@@ -89,6 +89,13 @@ class StackRun:
         return {name: trino_table(cursor, self.marts, name) for name in names}
 
 
+# The instant every compared build describes (dbt var build_at / DBT_BUILD_AT): a cart's status
+# and a customer's lifetime depend on it, so two builds minutes (or a midnight) apart would
+# differ for no fault of either engine.
+BUILD_AT = "2026-11-05T00:00:00Z"
+BUILD_VARS = "{build_at: '" + BUILD_AT + "'}"
+
+
 @pytest.fixture(scope="module")
 def stack_run(
     live_stack: StackConfig, tmp_path_factory: pytest.TempPathFactory
@@ -110,6 +117,8 @@ def stack_run(
             "ICEBERG_MARTS_NAMESPACE": f"{prefix}_ecommerce_marts",
             "PAYLOAD_REQUEST_CONCURRENCY": "9",
             "LOAD_TASK_RETRY_DELAY_SECONDS": "1",
+            # one build instant for every build compared (cart status, customer lifetime)
+            "DBT_BUILD_AT": BUILD_AT,
         }
     )
     run = StackRun(
@@ -206,7 +215,7 @@ def test_trino_marts_equal_duckdb_marts(
     )
     for collection in ALL_COLLECTIONS:
         load_collection(local, collection, LoadMode.FULL_REFRESH, None)
-    run_dbt(local, ["build"])
+    run_dbt(local, ["build", "--vars", BUILD_VARS])
     trino_marts = stack_run.trino_marts()
     assert len(trino_marts) >= 12
     problems = {}
@@ -245,7 +254,7 @@ def test_incremental_run_on_trino_equals_a_full_refresh(stack_run: StackRun) -> 
     result = stack_run.flow()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     incremental = stack_run.trino_marts()
-    stack_run.dbt("build", "--full-refresh")
+    stack_run.dbt("build", "--full-refresh", "--vars", BUILD_VARS)
     refreshed = stack_run.trino_marts()
     assert sorted(incremental) == sorted(refreshed)
     problems = {

@@ -71,6 +71,18 @@ def _ntile(ordered_keys: list[int], buckets: int = 5) -> dict[int, int]:
     return scores
 
 
+def _tied_quintile(keys: dict[int, tuple[Any, ...]], buckets: int = 5) -> dict[int, int]:
+    """Quintile score from the rank of each customer's ordering key: customers with equal keys
+    share the lowest rank (SQL rank()), score = 1 + buckets * (rank - 1) // count. Equal keys
+    therefore always get equal scores."""
+    ordered = sorted(keys.values())
+    count = len(ordered)
+    first_rank: dict[tuple[Any, ...], int] = {}
+    for position, key in enumerate(ordered, start=1):
+        first_rank.setdefault(key, position)
+    return {c: 1 + buckets * (first_rank[k] - 1) // count for c, k in keys.items()}
+
+
 def segment_table() -> dict[tuple[int, int], str]:
     with (DBT_PROJECT_DIR / "seeds" / "rfm_segments.csv").open() as handle:
         return {
@@ -101,9 +113,9 @@ def customer_rfm(docs: Documents) -> dict[int, Rfm]:
             cents[customer] += order["amount"]
     customers = list(last_any)
     recency = {c: (as_of - last_revenue.get(c, last_any[c])).days for c in customers}
-    r = _ntile(sorted(customers, key=lambda c: (-recency[c], cents[c], c)))
-    f = _ntile(sorted(customers, key=lambda c: (frequency[c], cents[c], c)))
-    m = _ntile(sorted(customers, key=lambda c: (cents[c], frequency[c], c)))
+    r = _tied_quintile({c: (-recency[c], cents[c]) for c in customers})
+    f = _tied_quintile({c: (frequency[c], cents[c]) for c in customers})
+    m = _tied_quintile({c: (cents[c], frequency[c]) for c in customers})
     segments = segment_table()
     return {
         c: Rfm(
@@ -164,3 +176,52 @@ def cohort_retention(docs: Documents) -> dict[tuple[date, int], CohortCell]:
                 cumulative_revenue_usd=_usd(running),
             )
     return cells
+
+
+CART_ACTIVE_DAYS = 7
+
+
+def cart_status(cart: Mapping[str, Any], at: datetime) -> str:
+    """Payload ecommerce's computed cart status at instant `at`: purchased once purchasedAt is
+    set, else active while created less than 7 days before `at`, else abandoned."""
+    if cart.get("purchasedAt"):
+        return "purchased"
+    created = cart.get("createdAt")
+    if created:
+        age = at - datetime.fromisoformat(created.replace("Z", "+00:00"))
+        if age.total_seconds() < CART_ACTIVE_DAYS * 86400:
+            return "active"
+    return "abandoned"
+
+
+@dataclass(frozen=True)
+class CustomerLifetime:
+    first_order_date: date | None
+    last_order_date: date | None
+    total_orders: int
+    lifetime_value_usd: Decimal
+    customer_lifetime_days: int | None
+
+
+def customer_lifetimes(docs: Documents, build_date: date) -> dict[int, CustomerLifetime]:
+    """dim_customers' lifetime fields for every registered customer (users with the customer
+    role): revenue-bearing first/last order dates, count and value; lifetime days from the
+    first revenue-bearing order, else sign-up, to the build date."""
+    orders: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for order in revenue_orders(docs):
+        if order.get("customer") is not None:
+            orders[order["customer"]].append(order)
+    result: dict[int, CustomerLifetime] = {}
+    for user in docs["users"]:
+        if "customer" not in (user.get("roles") or []):
+            continue
+        days = [_utc_date(o["createdAt"]) for o in orders.get(user["id"], [])]
+        start = min(days) if days else _utc_date(user["createdAt"])
+        result[user["id"]] = CustomerLifetime(
+            first_order_date=min(days) if days else None,
+            last_order_date=max(days) if days else None,
+            total_orders=len(days),
+            lifetime_value_usd=_usd(sum(o["amount"] for o in orders.get(user["id"], []))),
+            customer_lifetime_days=(build_date - start).days,
+        )
+    return result

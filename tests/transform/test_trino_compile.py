@@ -45,13 +45,13 @@ def test_compiles_offline_to_valid_trino_sql(trino_compiled: Path) -> None:
     assert count >= 25 + 80  # every model and data test
     assert errors == []
 
-    orders = (compiled / "models" / "marts" / "fact_orders.sql").read_text()
+    orders = (compiled / "models" / "marts" / "core" / "fact_orders.sql").read_text()
     assert '"iceberg"."ecommerce_staging"."stg_orders"' in orders
     assert "max(this_table.updated_at)" not in orders  # full-refresh branch offline
     items = (compiled / "models" / "staging" / "stg_order_items.sql").read_text()
     assert "cross join unnest(cast(json_parse(" in items
     assert '"iceberg"."ecommerce"."orders"' in items
-    dim_date = (compiled / "models" / "marts" / "dim_date.sql").read_text()
+    dim_date = (compiled / "models" / "marts" / "core" / "dim_date.sql").read_text()
     assert "format_datetime(" in dim_date and "sequence(" in dim_date
 
 
@@ -61,7 +61,11 @@ def test_incremental_branches_compile_to_valid_trino_sql(trino_settings: Setting
     )
     _, errors = trino_parse_errors(compiled / "models" / "marts")
     assert errors == []
-    orders = (compiled / "models" / "marts" / "fact_orders.sql").read_text()
-    assert 'max(this_table.updated_at) from "iceberg"."ecommerce_marts"."fact_orders"' in orders
-    items = (compiled / "models" / "marts" / "fact_order_items.sql").read_text()
+    orders = (compiled / "models" / "marts" / "core" / "fact_orders.sql").read_text()
+    assert "coalesce(max(this_table.updated_at)" in orders
+    assert 'from "iceberg"."ecommerce_marts"."fact_orders" as this_table' in orders
+    items = (compiled / "models" / "marts" / "core" / "fact_order_items.sql").read_text()
     assert "has_dangling_reference" in items and "changed_orders" in items
+    # one watermark per source (orders, products, variants), never one spanning them
+    for source in ("order", "product", "variant"):
+        assert f"max(this_table.{source}_updated_at)" in items, source

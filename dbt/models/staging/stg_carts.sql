@@ -9,8 +9,8 @@ renamed as (
         cast(id as {{ dbt.type_bigint() }}) as cart_id,
         cast(customer as {{ dbt.type_bigint() }}) as customer_id,
         -- Payload computes a cart's status when it is read (active / purchased / abandoned):
-        -- this is the value at load time.
-        status,
+        -- this is the value at load time, stale later; fact_carts derives the current one.
+        status as loaded_status,
         cast(subtotal as {{ dbt.type_bigint() }}) as subtotal_cents,
         upper(currency) as currency,
         {{ utc_timestamp('purchased_at') }} as purchased_at,

@@ -1,14 +1,8 @@
 -- Each customer's acquisition cohort: the month of their first revenue-bearing order.
 with
 
-orders as (
-    select * from {{ ref('fact_orders') }}
-),
-
 revenue_orders as (
-    select * from orders
-    where orders.is_revenue_bearing
-        and orders.customer_id is not null
+    select * from {{ ref('int_revenue_orders') }}
 ),
 
 ranked as (

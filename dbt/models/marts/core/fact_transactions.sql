@@ -1,21 +1,10 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='transaction_id',
-        on_schema_change='append_new_columns',
-        properties=month_partitioned('transaction_date'),
-        post_hook="{{ delete_missing_rows('transaction_id', ref('stg_transactions')) }}"
-    )
-}}
+{{ config(**incremental_fact_config('transaction_id', 'transaction_date', 'stg_transactions')) }}
 
 with
 
 transactions as (
     select * from {{ ref('stg_transactions') }}
-    {% if incremental_run() %}
-    where updated_at >= (select max(this_table.updated_at) from {{ this }} as this_table)
-    {% endif %}
+    where {{ changed_since_watermark('updated_at') }}
 ),
 
 final as (

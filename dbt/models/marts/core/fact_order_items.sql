@@ -10,17 +10,12 @@
     Incremental per order (delete+insert on order_id): an order is recomputed when it changed,
     when a product or variant it references changed (prices move the allocation) or when such a
     product/variant vanished; lines that no longer exist upstream are deleted by the post-hook.
+    Each source has its own watermark (order_updated_at, product_updated_at,
+    variant_updated_at: the newest version of each already in this table), so any order of
+    subset runs (`source:ecommerce.products+`, then `source:ecommerce.orders+`, ...) ends with
+    the rows of a full refresh.
 -#}
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='order_id',
-        on_schema_change='append_new_columns',
-        properties=month_partitioned('order_date'),
-        post_hook="{{ delete_missing_rows('order_item_id', ref('stg_order_items')) }}"
-    )
-}}
+{{ config(**incremental_fact_config('order_id', 'order_date', 'stg_order_items', key_column='order_item_id')) }}
 
 with
 
@@ -49,6 +44,9 @@ priced_items as (
         order_items.variant_id,
         order_items.quantity,
         coalesce(variants.price_cents, products.price_cents) as unit_price_cents,
+        orders.updated_at as order_updated_at,
+        products.updated_at as product_updated_at,
+        variants.updated_at as variant_updated_at,
         -- newest change among the documents this line's values come from
         greatest(
             orders.updated_at,
@@ -71,9 +69,9 @@ priced_items as (
 changed_orders as (
     select distinct priced_items.order_id
     from priced_items
-    where priced_items.source_updated_at >= (
-            select max(this_table.source_updated_at) from {{ this }} as this_table
-        )
+    where {{ changed_since_watermark('priced_items.order_updated_at') }}
+        or {{ changed_since_watermark('priced_items.product_updated_at') }}
+        or {{ changed_since_watermark('priced_items.variant_updated_at') }}
         or priced_items.has_dangling_reference
 ),
 
@@ -99,6 +97,9 @@ weighted_items as (
         priced_items.quantity,
         priced_items.unit_price_cents,
         coalesce(priced_items.unit_price_cents, 0) * priced_items.quantity as list_total_cents,
+        priced_items.order_updated_at,
+        priced_items.product_updated_at,
+        priced_items.variant_updated_at,
         order_source_versions.source_updated_at
     from priced_items
     inner join order_source_versions
@@ -175,7 +176,10 @@ final as (
         {{ cents_to_usd('ranked.list_total_cents') }} as list_total_usd,
         {{ cents_to_usd('ranked.floor_cents + case when ranked.remainder_rank <= ranked.cents_left then 1 else 0 end') }}
             as line_total_usd,
-        ranked.source_updated_at
+        ranked.source_updated_at,
+        ranked.order_updated_at,
+        ranked.product_updated_at,
+        ranked.variant_updated_at
     from ranked
 )
 

@@ -6,11 +6,13 @@
     - recency_days: days from the customer's last revenue-bearing order date to the as-of date
       (var rfm_as_of_date, default the newest order date in fact_orders); a customer with no
       revenue-bearing order is measured from their last order of any status instead.
-    - Scores 1-5 by quintile (ntile(5)) over that whole population; 5 is best: most recent, most
-      frequent, highest spend. Ties are broken deterministically: recency by monetary then
-      customer_id, frequency by monetary then customer_id, monetary by frequency then
-      customer_id (higher customer_id scores higher within an exact tie). Customers without
-      revenue (F = M = 0) therefore take the lowest F and M ranks.
+    - Scores 1-5 by quintile of rank over that whole population; 5 is best: most recent, most
+      frequent, highest spend. Each score orders customers by its own value, then by a second
+      one (recency by monetary, frequency by monetary, monetary by frequency); customers equal
+      on both share one rank (rank(), the lowest position of the tie) and so one score:
+      score = 1 + 5 * (rank - 1) / customers, integer division. Customers with identical
+      recency, frequency and monetary values always get identical scores (never split by id).
+      Customers without revenue (F = M = 0) take the lowest F and M ranks.
     - fm_score = (f_score + m_score) / 2 rounded half up; the segment comes from the
       seed rfm_segments (r_score x fm_score -> segment, 25 cells).
 -#}
@@ -75,15 +77,9 @@ dated as (
 scored as (
     select
         dated.*,
-        ntile(5) over (
-            order by dated.recency_days desc, dated.monetary_usd, dated.customer_id
-        ) as r_score,
-        ntile(5) over (
-            order by dated.frequency, dated.monetary_usd, dated.customer_id
-        ) as f_score,
-        ntile(5) over (
-            order by dated.monetary_usd, dated.frequency, dated.customer_id
-        ) as m_score
+        {{ tied_quintile('dated.recency_days desc, dated.monetary_usd') }} as r_score,
+        {{ tied_quintile('dated.frequency, dated.monetary_usd') }} as f_score,
+        {{ tied_quintile('dated.monetary_usd, dated.frequency') }} as m_score
     from dated
 ),
 

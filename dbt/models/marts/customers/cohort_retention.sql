@@ -16,9 +16,7 @@ orders as (
 ),
 
 revenue_orders as (
-    select * from orders
-    where orders.is_revenue_bearing
-        and orders.customer_id is not null
+    select * from {{ ref('int_revenue_orders') }}
 ),
 
 cohort_sizes as (

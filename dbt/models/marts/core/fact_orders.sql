@@ -1,22 +1,10 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='order_id',
-        on_schema_change='append_new_columns',
-        properties=month_partitioned('order_date'),
-        post_hook="{{ delete_missing_rows('order_id', ref('stg_orders')) }}"
-    )
-}}
+{{ config(**incremental_fact_config('order_id', 'order_date', 'stg_orders')) }}
 
 with
 
 orders as (
     select * from {{ ref('stg_orders') }}
-    {% if incremental_run() %}
-    -- ties on updated_at are reprocessed (>=): Payload bulk updates share one timestamp
-    where updated_at >= (select max(this_table.updated_at) from {{ this }} as this_table)
-    {% endif %}
+    where {{ changed_since_watermark('updated_at') }}
 ),
 
 order_items as (

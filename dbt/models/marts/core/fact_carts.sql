@@ -1,20 +1,23 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='cart_id',
-        on_schema_change='append_new_columns',
-        properties=month_partitioned('cart_date'),
-        post_hook="{{ delete_missing_rows('cart_id', ref('stg_carts')) }}"
-    )
-}}
+{#-
+    One row per cart. `status` is derived here from the cart's own fields at the build instant
+    (macro cart_status, var build_at), not taken from the load: Payload computes it on read
+    without bumping updatedAt, so the loaded value goes stale. Incremental runs recompute the
+    carts changed since the watermark and every cart that was still active.
+-#}
+{{ config(**incremental_fact_config('cart_id', 'cart_date', 'stg_carts')) }}
 
 with
 
 carts as (
     select * from {{ ref('stg_carts') }}
+    where {{ changed_since_watermark('updated_at') }}
     {% if incremental_run() %}
-    where updated_at >= (select max(this_table.updated_at) from {{ this }} as this_table)
+        -- an active cart turns abandoned with time alone (no new updatedAt): recompute them
+        or cart_id in (
+            select this_table.cart_id
+            from {{ this }} as this_table
+            where this_table.status = 'active'
+        )
     {% endif %}
 ),
 
@@ -37,7 +40,7 @@ final as (
     select
         carts.cart_id,
         carts.customer_id,
-        carts.status,
+        {{ cart_status('carts.purchased_at', 'carts.created_at') }} as status,
         {{ cents_to_usd('carts.subtotal_cents') }} as subtotal_usd,
         carts.currency,
         coalesce(cart_item_counts.item_count, 0) as item_count,
