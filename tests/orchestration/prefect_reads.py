@@ -21,10 +21,31 @@ def flow_run_id(state: Any) -> UUID:
     return UUID(str(state.state_details.flow_run_id))
 
 
-def task_runs_of(client: SyncPrefectClient, run_id: UUID) -> list[TaskRun]:
-    return client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200
-    )
+def task_runs_of(client: SyncPrefectClient, run_id: UUID, timeout: float = 60) -> list[TaskRun]:
+    """A finished flow run's task runs, once the server has recorded all of them.
+
+    Prefect 3 records task runs from events the client sends asynchronously, so right after a
+    run some task runs may still be missing, unnamed or not yet final: poll until every one is
+    final and two reads a second apart agree."""
+
+    def read() -> list[TaskRun]:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200
+        )
+
+    def view(runs: list[TaskRun]) -> set[tuple[Any, ...]]:
+        return {(r.id, r.name, r.state.type if r.state else None) for r in runs}
+
+    deadline = time.monotonic() + timeout
+    runs = read()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        again = read()
+        settled = all(r.state is not None and r.state.is_final() for r in again)
+        if settled and view(again) == view(runs):
+            return again
+        runs = again
+    return runs
 
 
 def subflow_runs_of(client: SyncPrefectClient, run_id: UUID) -> list[FlowRun]:
