@@ -48,6 +48,7 @@ from flows.orchestration.artifacts import (
 )
 from flows.orchestration.assets import raw_table_asset, raw_table_key, table_asset_key
 from flows.orchestration.blocks import run_settings
+from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.caching import (
     lakehouse_identifier,
     load_cache_options,
@@ -128,6 +129,7 @@ def payload_lakehouse(
             the load cache key, so a new change always reloads while a retry of the same run
             still skips what it already loaded.
     """
+    keep_prefect_log_format()  # undo a dlt formatter left on Prefect's handler in this process
     logger = get_run_logger()
     overrides: dict[str, Any] = {"dbt_target": dbt_target} if dbt_target else {}
     settings = run_settings(**overrides)

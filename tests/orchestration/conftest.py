@@ -56,6 +56,11 @@ def run_pipeline(prefect_api: str, demo: DemoServer) -> Callable[..., tuple[Any,
     def run(
         lakehouse: Path, env: dict[str, str] | None = None, faults: str | None = None, **params: Any
     ) -> tuple[Any, dict[str, str]]:
+        # This test process is long-lived and runs dlt outside flows too (as a process worker's
+        # fresh flow-run subprocess never does): start each run with Prefect's plain format.
+        from flows.orchestration.logs import keep_prefect_log_format
+
+        keep_prefect_log_format()
         values = pipeline_environment(demo, lakehouse, **(env or {}))
         demo.faults = faults
         with pytest.MonkeyPatch.context() as patch:
