@@ -48,7 +48,6 @@ from flows.orchestration.artifacts import (
 )
 from flows.orchestration.assets import raw_table_asset, raw_table_key, table_asset_key
 from flows.orchestration.blocks import run_settings
-from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.caching import (
     lakehouse_identifier,
     load_cache_options,
@@ -61,6 +60,7 @@ from flows.orchestration.events import (
     emit_marts_built,
     emit_raw_loaded,
 )
+from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.retries import failure_exception
 from flows.orchestration.tasks import (
     describe_marts_task,
