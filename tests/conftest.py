@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -95,14 +94,6 @@ def prefect_api() -> Iterator[str]:
 
 
 # --- The production-shaped stack (deployments/stack), shared by the live tests --------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_stack() -> Iterator[Any]:
     """A fresh stack for this test session: S3 (moto), the Iceberg REST catalog, Trino and a
@@ -112,21 +103,11 @@ def live_stack() -> Iterator[Any]:
     import shutil
 
     from deployments.stack.__main__ import down, up
-    from deployments.stack.config import StackConfig
+    from deployments.stack.config import isolated_config
     from deployments.stack.install import StackError
 
-    # Not under pytest's private (0700) temp folder: as root, PostgreSQL runs as `postgres`,
-    # which must be able to reach its data folder.
-    stack_dir = Path(tempfile.mkdtemp(prefix="payload-lakehouse-stack-"))
-    stack_dir.chmod(0o755)
-    config = StackConfig(
-        dir=stack_dir,
-        s3_port=_free_port(),
-        catalog_port=_free_port(),
-        trino_port=_free_port(),
-        postgres_port=_free_port(),
-        prefect_port=_free_port(),
-    )
+    config = isolated_config("payload-lakehouse-stack-")
+    stack_dir = config.dir
     try:
         try:
             timings = up(config)

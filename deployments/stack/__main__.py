@@ -42,8 +42,9 @@ def up(config: StackConfig) -> dict[str, float]:
     svc.check_ports(config, down_services)
 
     # Installs first (downloads once into the shared cache), so a failure starts nothing.
-    java_home = find_java(config) if {svc.CATALOG, svc.TRINO} & set(down_services) else None
-    if svc.TRINO in down_services and java_home is not None:
+    needs_java = bool({svc.CATALOG, svc.TRINO} & set(down_services))
+    java_home = find_java(config) if needs_java else Path()
+    if svc.TRINO in down_services:
         trino_home(config)
         write_trino_client(config, java_home)
     if svc.CATALOG in down_services:
@@ -56,25 +57,22 @@ def up(config: StackConfig) -> dict[str, float]:
     if svc.S3 in down_services:
         svc.start_s3(config)
     launched = {}
-    assert java_home is not None or not {svc.CATALOG, svc.TRINO} & set(down_services)
-    if svc.CATALOG in down_services and java_home is not None:
+    if svc.CATALOG in down_services:
         launched[svc.CATALOG] = svc.start_catalog(config, java_home)
-    if svc.TRINO in down_services and java_home is not None:
+    if svc.TRINO in down_services:
         launched[svc.TRINO] = svc.start_trino(config, java_home)
     if svc.POSTGRES in down_services:
         svc.start_postgres(config)
     if svc.PREFECT in down_services:
         launched[svc.PREFECT] = svc.start_prefect(config)
     for service, process in launched.items():
-        waited = wait_until(
+        wait_until(
             lambda service=service: svc.healthy(service, config),  # type: ignore[misc]
             what=service.name,
             timeout=service.start_timeout,
             process=process,
-            interval=1.0,
         )
         timings[f"{service.name}_ready_s"] = time.monotonic() - started
-        del waited
     if svc.PREFECT in down_services or svc.S3 in down_services:
         svc.register_blocks(config)
     write_env(config)

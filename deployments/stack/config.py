@@ -8,6 +8,8 @@ which is why the stack writes them into `.stack/stack.env` for the pipeline to r
 
 from __future__ import annotations
 
+import socket
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
@@ -131,3 +133,26 @@ class StackConfig(BaseSettings):
 
 def load_config() -> StackConfig:
     return StackConfig()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_config(prefix: str) -> StackConfig:
+    """A throw-away stack (tests, benchmarks): free loopback ports and a new folder in the
+    system's temp directory (not a private 0700 one: as root, PostgreSQL runs as `postgres`,
+    which must reach its data folder). The download cache stays the machine's."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    host = "127.0.0.1"
+    return StackConfig(
+        dir=folder,
+        s3_port=_free_port(host),
+        catalog_port=_free_port(host),
+        trino_port=_free_port(host),
+        postgres_port=_free_port(host),
+        prefect_port=_free_port(host),
+    )

@@ -323,15 +323,11 @@ def start_postgres(config: StackConfig) -> None:
         ),
         "pg_ctl start",
     )
+    client = ["-h", config.host, "-p", str(config.postgres_port), "-U", "prefect"]
     exists = subprocess.run(
         [
             str(bin_dir / "psql"),
-            "-h",
-            config.host,
-            "-p",
-            str(config.postgres_port),
-            "-U",
-            "prefect",
+            *client,
             "-d",
             "postgres",
             "-tAc",
@@ -342,19 +338,7 @@ def start_postgres(config: StackConfig) -> None:
         check=False,
     ).stdout.strip()
     if exists != "1":
-        _run_checked(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                config.host,
-                "-p",
-                str(config.postgres_port),
-                "-U",
-                "prefect",
-                "prefect",
-            ],
-            "createdb prefect",
-        )
+        _run_checked([str(bin_dir / "createdb"), *client, "prefect"], "createdb prefect")
 
 
 def stop_postgres(config: StackConfig) -> bool:

@@ -13,12 +13,9 @@ A fresh stack in a temporary folder on free ports (the download cache is the mac
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from flows.demo.server import serve_demo
@@ -30,12 +27,6 @@ from flows.transform.dbt_project import run_dbt
 ADMIN = {"payload_email": "admin@example.com", "payload_password": "demo-password"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _timed_build(settings: Any) -> float:
     started = time.perf_counter()
     run_dbt(settings, ["build", "--full-refresh"])
@@ -44,19 +35,11 @@ def _timed_build(settings: Any) -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     from deployments.stack.__main__ import down, up
-    from deployments.stack.config import StackConfig
+    from deployments.stack.config import isolated_config
 
     preset = "small" if quick else "large"
-    stack_dir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
-    stack_dir.chmod(0o755)  # PostgreSQL (run as `postgres` under root) must reach it
-    config = StackConfig(
-        dir=stack_dir,
-        s3_port=_free_port(),
-        catalog_port=_free_port(),
-        trino_port=_free_port(),
-        postgres_port=_free_port(),
-        prefect_port=_free_port(),
-    )
+    config = isolated_config("bench-stack-")
+    stack_dir = config.dir
     demo = serve_demo(preset).start()
     try:
         started = time.perf_counter()
