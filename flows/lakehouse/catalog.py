@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from typing import Any
@@ -116,8 +115,16 @@ def catalog_error(settings: Settings, action: str, error: BaseException) -> Cata
 
 
 def ensure_namespace(catalog: Catalog, namespace: str) -> None:
-    with contextlib.suppress(NamespaceAlreadyExistsError):  # lost a creation race: fine
+    """Create the namespace unless it exists. Two processes creating it at once is fine: the
+    loser sees NamespaceAlreadyExistsError, or on the SQL catalog an IntegrityError from the
+    namespace-properties insert; either way the namespace exists afterwards."""
+    try:
         catalog.create_namespace_if_not_exists(namespace)
+    except NamespaceAlreadyExistsError:
+        return
+    except Exception:
+        if (namespace,) not in {tuple(ns) for ns in catalog.list_namespaces()}:
+            raise
 
 
 def prepare_lakehouse(settings: Settings) -> Catalog:
