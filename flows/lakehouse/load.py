@@ -25,6 +25,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
+from flows.lakehouse import fault_hook
 from flows.lakehouse.catalog import catalog_error, get_catalog, prepare_lakehouse
 from flows.lakehouse.errors import (
     CatalogError,
@@ -37,6 +38,7 @@ from flows.lakehouse.identity import check_source, probe_source_identity
 from flows.lakehouse.rejects import REJECTED_TABLE, check_ceiling, record_rejects, summarise
 from flows.lakehouse.schema import DocumentConverter, RejectedDocument, existing_kinds
 from flows.lakehouse.writer import (
+    Baseline,
     WritePlan,
     WriteResult,
     load_table,
@@ -279,6 +281,7 @@ def _write(load: _Load, read: _Read) -> WriteResult:
     """Keep the rejects, then commit the documents and the cursor in one commit."""
     if read.extract.rejected:
         _record(load, read.extract)
+    fault_hook.before_write(load.settings, load.collection, load.catalog)  # test only
     plan = WritePlan(
         collection=load.collection,
         fields=load.converter.iceberg_fields(),
@@ -288,6 +291,7 @@ def _write(load: _Load, read: _Read) -> WriteResult:
         reconcile_ids=read.alive_ids,
         cursor_after=read.extract.last_cursor,
         source=read.source,
+        baseline=_baseline(load.table),
     )
     try:
         return write(load.catalog, load.identifier, plan)
@@ -317,6 +321,12 @@ def load_collection(
         return _unchanged_report(load, read)
     result = _write(load, read)
     return _committed_report(load, read, result)
+
+
+def _baseline(table: Table | None) -> Baseline:
+    """The table as this load found it before reading: what its deletions may touch."""
+    snapshot = table.current_snapshot() if table is not None else None
+    return Baseline(snapshot.snapshot_id if snapshot else None)
 
 
 def _existing_table(catalog: Catalog, settings: Settings, identifier: str) -> Table | None:
