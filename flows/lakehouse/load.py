@@ -30,6 +30,7 @@ from flows.lakehouse.catalog import catalog_error, get_catalog, prepare_lakehous
 from flows.lakehouse.errors import (
     CatalogError,
     CommitConflictError,
+    DeleteGuardError,
     SchemaEvolutionError,
     SourceMismatchError,
     is_transient,
@@ -292,10 +293,12 @@ def _write(load: _Load, read: _Read) -> WriteResult:
         cursor_after=read.extract.last_cursor,
         source=read.source,
         baseline=_baseline(load.table),
+        max_delete_share=load.settings.load_max_delete_share,
+        force_deletes=load.settings.load_force_deletes,
     )
     try:
         return write(load.catalog, load.identifier, plan)
-    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError):
+    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError, DeleteGuardError):
         raise
     except Exception as error:
         raise catalog_error(load.settings, f"write {load.identifier} to", error) from error

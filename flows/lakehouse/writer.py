@@ -45,7 +45,7 @@ from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
 
-from flows.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from flows.lakehouse.errors import CommitConflictError, DeleteGuardError, SchemaEvolutionError
 from flows.lakehouse.iceberg_internals import read_data_file, require_main_at, write_data_files
 from flows.lakehouse.identity import SOURCE_PROPERTY, check_source
 from flows.lakehouse.schema import (
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 CURSOR_PROPERTY = "payload.cursor"
 LOAD_ID_PROPERTY = "payload.load-id"
 MAX_COMMIT_ATTEMPTS = 6
+# The delete guard never refuses this many deletions (ordinary churn in a small table).
+ALWAYS_DELETABLE = 10
 # We retry conflicts ourselves, from a fresh read: pyiceberg's own retry would rebase the
 # snapshot onto the winner's, which for an upsert could duplicate ids.
 TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
@@ -83,6 +85,9 @@ class WritePlan:
     # absent). Rows committed after it (by a concurrent run) are never deleted by this plan,
     # nor replaced by an older copy. None: no baseline, the table as the attempt reads it.
     baseline: Baseline | None = None
+    # The delete guard: refuse to delete more than this share of the table's rows (1: off).
+    max_delete_share: float = 1.0
+    force_deletes: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,27 @@ def _plan_changes(
     return _Changes(data, remove_ids, len(data) - updated, updated, len(gone))
 
 
+def _guard_deletions(
+    identifier: str, plan: WritePlan, changes: _Changes, rows: int, source_before: str | None
+) -> None:
+    """Refuse (before anything is written) to delete more than `plan.max_delete_share` of the
+    table: a read that saw only part of the collection would look like mass deletion."""
+    if (
+        plan.force_deletes
+        or changes.deleted == 0
+        or changes.deleted <= plan.max_delete_share * rows
+    ):
+        return
+    mode = "full refresh" if plan.replace_all else "reconcile"
+    raise DeleteGuardError(
+        f"{identifier}: this {mode} would delete {changes.deleted} of its {rows} rows "
+        f"({changes.deleted / rows:.0%}), more than LOAD_MAX_DELETE_SHARE="
+        f"{plan.max_delete_share:g}. Nothing was committed. If Payload really lost those "
+        "documents, rerun with --force-deletes (or LOAD_FORCE_DELETES=true); otherwise check "
+        "that the credential can read the whole collection."
+    )
+
+
 def _needs_commit(
     plan: WritePlan, state: _TableState, changes: _Changes, cursor_after: Cursor | None
 ) -> bool:
@@ -436,6 +462,8 @@ def _attempt(
     state = _read_table(catalog, identifier, plan)
     result.cursor_before = state.cursor_before
     changes = _plan_changes(plan, state, arrow_schema_for(state.metadata.schema()), result)
+    rows = sum(len(f.ids) for f in state.files)
+    _guard_deletions(identifier, plan, changes, rows, state.source_before)
     result.cursor_after = _cursor_after(plan, state.cursor_before)
     result.snapshot_id = state.snapshot_id
     if not _needs_commit(plan, state, changes, result.cursor_after):
