@@ -118,6 +118,19 @@ def malformed(response: Response, collection: str | None) -> Response:
     return json_response(200, body, response.headers)
 
 
+def shortened(response: Response) -> Response:
+    """The `short` fault: a list response keeps only the first half of its documents; its
+    `totalDocs` and `hasNextPage` still describe the whole page."""
+    if response.status != 200:
+        return response
+    body = orjson.loads(response.body)
+    docs = body.get("docs") if isinstance(body, dict) else None
+    if not isinstance(docs, list):
+        return response
+    body["docs"] = docs[: len(docs) // 2]
+    return json_response(200, body, response.headers)
+
+
 @dataclass
 class DriftConfig:
     every_n_list_requests: int = 0
@@ -773,6 +786,8 @@ class DemoServer:
                     response = self._route(handler, method, segments, path, split.query, body)
                 if fault is not None and fault.kind == "malform":
                     response, fault = malformed(response, collection), None
+                if fault is not None and fault.kind == "short":
+                    response, fault = shortened(response), None
                 self._count(collection, response.status)
         except Exception:
             traceback.print_exc(file=sys.stderr)

@@ -36,6 +36,7 @@ from flows.lakehouse.errors import (
     is_transient,
 )
 from flows.lakehouse.identity import check_source, probe_source_identity
+from flows.lakehouse.reader_check import check_full_reader
 from flows.lakehouse.rejects import REJECTED_TABLE, check_ceiling, record_rejects, summarise
 from flows.lakehouse.schema import DocumentConverter, RejectedDocument, existing_kinds
 from flows.lakehouse.writer import (
@@ -267,6 +268,9 @@ def _read_source(load: _Load, since: datetime | None) -> _Read:
         source = probe_source_identity(client.session, client.base_url)
         if load.mode is not LoadMode.FULL_REFRESH:  # a full refresh replaces the table
             check_source(load.collection, load.identifier, read_source(load.table), source)
+        if load.mode is not LoadMode.INCREMENTAL:  # it deletes what it does not see
+            auth = load.settings.payload_auth_collection
+            check_full_reader(client, auth, load.collection, load.mode)
         start = _start_position(load.settings, load.mode, since, load.cursor_before)
         extract = _read_pages(
             client, load.collection, load.converter, start, load.load_id, load.loaded_at
