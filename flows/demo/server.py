@@ -1037,6 +1037,8 @@ class DemoServer:
                     return json_response(200, self._inject(data))
                 if name == "schema":
                     return json_response(200, self._schema_change(data))
+                if name == "late-commit":
+                    return json_response(200, self._late_commit(data))
         except (KeyError, ValueError, TypeError) as exc:
             message = f"Bad request for /api/_demo/{name}: {exc}"
             return json_response(400, {"errors": [{"message": message}]})
@@ -1068,6 +1070,13 @@ class DemoServer:
             self.store, int(data.get("seed", self.seed)), float(data.get("fraction", 0.01))
         )
         return summary.as_dict()
+
+    def _late_commit(self, data: dict[str, Any]) -> Document:
+        from flows.demo.changes import late_commit
+
+        return late_commit(
+            self.store, str(data["collection"]), float(data.get("behind_seconds", 60))
+        )
 
     def _set_drift(self, data: dict[str, Any]) -> dict[str, Any]:
         every = int(data.get("every_n_list_requests", 0))

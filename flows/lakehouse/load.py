@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import pyarrow as pa
@@ -153,7 +153,15 @@ def _start_position(
         return None, format_since(settings.initial_timestamp)
     if since is not None or cursor_before is None:
         return None, format_since(since or settings.initial_timestamp)
-    return cursor_before, None
+    lookback = settings.load_cursor_lookback_seconds
+    if lookback <= 0:
+        return cursor_before, None
+    # Payload stamps `updatedAt` before its transaction commits: a document stamped before
+    # the cursor can become visible after it. Re-read a window behind the cursor (rows equal
+    # to the table's copy are not rewritten; the cursor never moves backwards).
+    stamp = datetime.fromisoformat(cursor_before.updated_at.replace("Z", "+00:00"))
+    start = max(stamp - timedelta(seconds=lookback), settings.initial_timestamp)
+    return None, format_since(start)
 
 
 def _read_pages(
@@ -276,10 +284,38 @@ def _read_source(load: _Load, since: datetime | None) -> _Read:
             client, load.collection, load.converter, start, load.load_id, load.loaded_at
         )
         _refuse_rejections(load, extract)
-        alive = _all_ids(client, load.collection) if load.mode is LoadMode.RECONCILE else None
+        alive = None
+        if load.mode is LoadMode.RECONCILE:
+            alive = _all_ids(client, load.collection)
+            _add_missing(client, load, extract, alive)
     finally:
         client.close()
     return _Read(source, extract, alive)
+
+
+def _add_missing(client: PayloadClient, load: _Load, extract: _Extract, alive: set[int]) -> None:
+    """Reconcile also adds: documents upstream that neither the table nor this read holds
+    (committed late, behind the cursor and its lookback) are fetched by id and loaded."""
+    held = set(extract.data.column("id").to_pylist()) if extract.data is not None else set()
+    if load.table is not None and load.table.current_snapshot() is not None:
+        ids = load.table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist()
+        held.update(ids)
+    missing = sorted(alive - held)
+    if not missing:
+        return
+    log.warning(
+        "%s: %d documents upstream are missing from the table: loading them (e.g. ids %s)",
+        load.collection,
+        len(missing),
+        missing[:5],
+    )
+    docs = client.documents_by_id(load.collection, missing)
+    converted = load.converter.convert(docs, load.load_id, load.loaded_at)
+    extract.documents_read += len(docs)
+    extract.rejected.extend(converted.rejected)
+    if len(converted.data):
+        batches = [extract.data, converted.data] if extract.data is not None else [converted.data]
+        extract.data = _keep_newest(pa.concat_tables(batches, promote_options="default"))
 
 
 def _write(load: _Load, read: _Read) -> WriteResult:

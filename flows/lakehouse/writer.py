@@ -106,6 +106,7 @@ class WriteResult:
     cursor_after: Cursor | None = None
     attempts: int = 0
     skipped_stale: int = 0
+    unchanged: int = 0  # re-read rows equal to the table's copy (same id and updated_at)
     files_rewritten: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -215,11 +216,12 @@ def _keys_table(files: list[_FileKeys], id_type: pa.DataType) -> pa.Table:
     return pa.table({"id": ids, "updated_at": stamps})
 
 
-def _drop_stale(data: pa.Table, keys: pa.Table) -> tuple[pa.Table, int]:
-    """Drop incoming rows older than the table's copy in `keys` (a concurrent run wrote a
-    newer one). Rows without `updated_at` on either side are kept."""
+def _drop_stale(data: pa.Table, keys: pa.Table) -> tuple[pa.Table, int, int]:
+    """Drop incoming rows that are older than the table's copy in `keys` (a concurrent run
+    wrote a newer one) or the same version (same `updated_at`: a re-read, e.g. the cursor
+    lookback). Returns (kept rows, stale, unchanged); rows without `updated_at` are kept."""
     if len(keys) == 0 or len(data) == 0:
-        return data, 0
+        return data, 0, 0
     incoming = pa.table(
         {
             "id": data.column("id"),
@@ -228,12 +230,15 @@ def _drop_stale(data: pa.Table, keys: pa.Table) -> tuple[pa.Table, int]:
         }
     )
     joined = incoming.join(keys.rename_columns(["id", "old_at"]), "id", join_type="left outer")
-    stale = pc.fill_null(pc.less(joined.column("new_at"), joined.column("old_at")), False)
-    stale_positions = pc.filter(joined.column("_pos"), stale)
-    if len(stale_positions) == 0:
-        return data, 0
-    keep = pc.invert(pc.is_in(pa.array(range(len(data)), pa.int64()), value_set=stale_positions))
-    return data.filter(keep), len(stale_positions)
+    new_at, old_at = joined.column("new_at"), joined.column("old_at")
+    stale = pc.fill_null(pc.less(new_at, old_at), False)
+    same = pc.fill_null(pc.equal(new_at, old_at), False)
+    dropped = pc.filter(joined.column("_pos"), pc.or_(stale, same))
+    if len(dropped) == 0:
+        return data, 0, 0
+    keep = pc.invert(pc.is_in(pa.array(range(len(data)), pa.int64()), value_set=dropped))
+    stale_count = int(pc.sum(stale).as_py() or 0)
+    return data.filter(keep), stale_count, len(dropped) - stale_count
 
 
 def _snapshot_keys(table: Table, snapshot_id: int, id_type: pa.DataType) -> pa.Table | None:
@@ -344,10 +349,10 @@ def _plan_changes(
     keys = _keys_table(state.files, id_type)
     existing_ids = keys.column("id").combine_chunks()
     concurrent = _concurrent_ids(plan, state, keys, id_type)
-    data, result.skipped_stale = (
-        _drop_stale(data, keys.filter(pc.is_in(keys.column("id"), value_set=concurrent)))
-        if plan.replace_all
-        else _drop_stale(data, keys)
+    # A full refresh replaces what it read over, except rows committed after it began.
+    compared = keys.filter(pc.is_in(keys.column("id"), value_set=concurrent))
+    data, result.skipped_stale, result.unchanged = _drop_stale(
+        data, compared if plan.replace_all else keys
     )
     gone = pa.array([], id_type)
     if plan.replace_all:  # every row this load saw, and did not read again

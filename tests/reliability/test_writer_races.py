@@ -14,6 +14,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,16 @@ from flows.demo.store import Document
 from flows.lakehouse.fault_hook import hook_dir
 from flows.lakehouse.load import LoadMode, load_collection
 
-from .harness import CliRun, LogCapture, Scenario
-from .support import load_raw_table
-from .test_matrix import build_marts_and_check
+from .harness import (
+    ADMIN_EMAIL,
+    PAYLOAD_PASSWORD,
+    CliRun,
+    LogCapture,
+    Scenario,
+    failure_message,
+)
+from .support import lakehouse_fingerprint, load_raw_table
+from .test_matrix import _load_runs, build_marts_and_check
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +70,12 @@ def _start_paused(scenario: Scenario, mode_flag: str, collection: str) -> tuple[
     return run, folder / f"{collection}.resume"
 
 
+def _table_ids(scenario: Scenario, collection: str) -> set[Any]:
+    table = load_raw_table(scenario.catalog(), scenario.settings().iceberg_namespace, collection)
+    assert table is not None
+    return set(table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
+
+
 @pytest.mark.scenario(15)
 @pytest.mark.parametrize("mode_flag", ["--reconcile", "--full-refresh"])
 def test_15_reconcile_or_full_refresh_racing_an_incremental_run(
@@ -90,6 +104,105 @@ def test_15_reconcile_or_full_refresh_racing_an_incremental_run(
         problems.append(f"rolled order {changed['id']} back to its older copy")
     assert not problems, f"{mode_flag}: {problems}"
     scenario.assert_raw_equals_source()
+    build_marts_and_check(scenario)
+    scenario.assert_no_secrets(logs)
+
+
+@pytest.mark.scenario(16)
+def test_16_a_document_committed_late_behind_the_cursor(
+    scenario: Scenario, logs: LogCapture
+) -> None:
+    assert scenario.run_flow().is_completed()
+    server = scenario.server
+    # Committed late, 60 s behind documents already read: inside the cursor lookback.
+    within = server._late_commit({"collection": "orders", "behind_seconds": 60})
+    state = scenario.run_flow(collections=["orders"])
+    assert state.is_completed(), failure_message(state)
+    assert within["id"] in _table_ids(scenario, "orders"), "the late commit was skipped"
+    # Committed two hours late, behind the lookback too: the reconcile adds it.
+    beyond = server._late_commit({"collection": "orders", "behind_seconds": 7200})
+    assert scenario.run_flow(collections=["orders"]).is_completed()
+    assert beyond["id"] not in _table_ids(scenario, "orders")  # past the lookback window
+    state = scenario.run_flow(mode="reconcile")
+    assert state.is_completed(), failure_message(state)
+    assert beyond["id"] in _table_ids(scenario, "orders"), "reconcile did not add it"
+    scenario.assert_raw_equals_source()
+    build_marts_and_check(scenario)
+    scenario.assert_no_secrets(logs)
+
+
+def _refused(scenario: Scenario, state: Any, *needles: str) -> str:
+    if state.is_completed():
+        rows = {c: len(_table_ids(scenario, c)) for c in ("orders", "users", "carts")}
+        store = {c: scenario.server.store.count(c) for c in rows}
+        raise AssertionError(f"the run was not refused: rows {rows}, source {store}")
+    message = failure_message(state)
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+@pytest.mark.scenario(17)
+def test_17_a_credential_that_sees_less_cannot_delete(scenario: Scenario, logs: LogCapture) -> None:
+    assert scenario.run_flow().is_completed()
+    namespace = scenario.settings().iceberg_namespace
+    fingerprint = lakehouse_fingerprint(scenario.catalog(), namespace)
+    store = scenario.server.store
+    customer = next(
+        o["customer"] for o in store.collections["orders"].values() if o.get("customer")
+    )
+    # A customer's token: Payload answers 200 with their own orders and user only.
+    token = scenario.server.user_token(customer)
+    scenario.scanner.add(token)
+    scenario.apply_env(PAYLOAD_CMS_TOKEN=token, PAYLOAD_EMAIL=None, PAYLOAD_PASSWORD=None)
+    for mode in ("reconcile", "full_refresh"):
+        state = scenario.run_flow(mode=mode, collections=["orders", "users"])
+        _refused(
+            scenario, state, "DeleteGuardError", "not an admin", "Nothing was read or committed"
+        )
+    assert lakehouse_fingerprint(scenario.catalog(), namespace) == fingerprint
+    assert all(run.run_count == 1 for run in _load_runs(scenario)), "a refused load was retried"
+
+    scenario.apply_env(
+        PAYLOAD_CMS_TOKEN=None, PAYLOAD_EMAIL=ADMIN_EMAIL, PAYLOAD_PASSWORD=PAYLOAD_PASSWORD
+    )
+    state = scenario.run_flow(mode="reconcile")
+    assert state.is_completed(), failure_message(state)
+    scenario.assert_raw_equals_source(computed=True)
+    build_marts_and_check(scenario)
+    scenario.assert_no_secrets(logs)
+
+
+@pytest.mark.scenario(18)
+def test_18_a_short_id_listing_or_a_mass_deletion_is_refused(
+    scenario: Scenario, logs: LogCapture
+) -> None:
+    assert scenario.run_flow().is_completed()
+    namespace = scenario.settings().iceberg_namespace
+    fingerprint = lakehouse_fingerprint(scenario.catalog(), namespace)
+    # (a) Every orders page comes back cut in half, `totalDocs` and `hasNextPage` intact. The
+    # share guard is off, so the listing check alone must refuse.
+    scenario.apply_env(LOAD_MAX_DELETE_SHARE="1")
+    scenario.set_faults("short:1.0:collection=orders")
+    state = scenario.run_flow(mode="reconcile", collections=["orders"])
+    scenario.set_faults(None)
+    _refused(scenario, state, "IncompleteListingError", "totalDocs", "nothing is deleted")
+    assert lakehouse_fingerprint(scenario.catalog(), namespace) == fingerprint
+
+    # (b) A third of the carts really deleted upstream: above LOAD_MAX_DELETE_SHARE (0.2).
+    scenario.apply_env(LOAD_MAX_DELETE_SHARE=None)
+    store = scenario.server.store
+    carts = sorted(store.collections["carts"])
+    for cart_id in carts[: len(carts) // 3]:
+        store.delete("carts", cart_id)
+    assert len(carts) // 3 > 10, "too few carts for the share guard to apply"
+    state = scenario.run_flow(mode="reconcile", collections=["carts"])
+    _refused(scenario, state, "DeleteGuardError", "LOAD_MAX_DELETE_SHARE=0.2", "--force-deletes")
+    assert lakehouse_fingerprint(scenario.catalog(), namespace) == fingerprint
+    assert all(run.run_count == 1 for run in _load_runs(scenario)), "a refused load was retried"
+    state = scenario.run_flow(mode="reconcile", collections=["carts"], force_deletes=True)
+    assert state.is_completed(), failure_message(state)
+    scenario.assert_raw_equals_source(computed=True)
     build_marts_and_check(scenario)
     scenario.assert_no_secrets(logs)
 
