@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -164,24 +165,38 @@ def _start_position(
     return None, format_since(start)
 
 
+def _lookback_part(docs: list[Any], seen_until: Cursor | None) -> tuple[list[Any], list[Any]]:
+    """(documents at or before `seen_until`, the others): the first were judged when first
+    read (the lookback re-reads them), so their rejects are neither recorded nor counted again."""
+    if seen_until is None:
+        return [], docs
+    seen: list[Any] = []
+    new: list[Any] = []
+    for doc in docs:
+        cursor = last_valid_cursor([doc])
+        (seen if cursor is not None and cursor <= seen_until else new).append(doc)
+    return seen, new
+
+
 def _read_pages(
-    client: PayloadClient,
-    collection: str,
-    converter: DocumentConverter,
-    start: tuple[Cursor | None, str | None],
-    load_id: str,
-    loaded_at: int,
+    load: _Load, client: PayloadClient, start: tuple[Cursor | None, str | None]
 ) -> _Extract:
     extract = _Extract()
     batches: list[pa.Table] = []
+    seen_until = (
+        load.cursor_before if start[0] is None and load.mode is not LoadMode.FULL_REFRESH else None
+    )
     try:
-        resource = collection_resource(client, collection, *start)
+        resource = collection_resource(client, load.collection, *start)
         for page in prefetched(resource):
             extract.documents_read += len(page.docs)
-            converted = converter.convert(page.docs, load_id, loaded_at)
-            if len(converted.data):
-                batches.append(converted.data)
-            extract.rejected.extend(converted.rejected)
+            seen, new = _lookback_part(page.docs, seen_until)
+            for docs in (seen, new) if seen else (new,):
+                converted = load.converter.convert(docs, load.load_id, load.loaded_at)
+                if len(converted.data):
+                    batches.append(converted.data)
+                if docs is new:
+                    extract.rejected.extend(converted.rejected)
             page_cursor = last_valid_cursor(page.docs)
             if page_cursor is not None and (
                 extract.last_cursor is None or page_cursor > extract.last_cursor
@@ -280,9 +295,7 @@ def _read_source(load: _Load, since: datetime | None) -> _Read:
             auth = load.settings.payload_auth_collection
             check_full_reader(client, auth, load.collection, load.mode)
         start = _start_position(load.settings, load.mode, since, load.cursor_before)
-        extract = _read_pages(
-            client, load.collection, load.converter, start, load.load_id, load.loaded_at
-        )
+        extract = _read_pages(load, client, start)
         _refuse_rejections(load, extract)
         alive = None
         if load.mode is LoadMode.RECONCILE:
