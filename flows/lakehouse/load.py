@@ -140,7 +140,8 @@ class _Extract:
 
     data: pa.Table | None = None
     rejected: list[RejectedDocument] = field(default_factory=list)
-    documents_read: int = 0
+    documents_read: int = 0  # past the cursor (and added by a reconcile)
+    reread: int = 0  # re-read in the cursor lookback window
     last_cursor: Cursor | None = None
     stalled: KeysetStalledError | None = None  # the read could not advance past a page
 
@@ -189,8 +190,9 @@ def _read_pages(
     try:
         resource = collection_resource(client, load.collection, *start)
         for page in prefetched(resource):
-            extract.documents_read += len(page.docs)
             seen, new = _lookback_part(page.docs, seen_until)
+            extract.documents_read += len(new)  # what the rejection ceiling judges
+            extract.reread += len(seen)
             for docs in (seen, new) if seen else (new,):
                 converted = load.converter.convert(docs, load.load_id, load.loaded_at)
                 if len(converted.data):

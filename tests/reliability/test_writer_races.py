@@ -232,7 +232,7 @@ def test_19_sigkill_inside_the_catalog_commit_then_rerun(
     # The new metadata file was written, but the catalog still points at the old one.
     assert after.metadata_location == before.metadata_location
     metadata_dir = Path(before.metadata_location.removeprefix("file://")).parent
-    assert len(list(metadata_dir.glob("*.metadata.json"))) > len(before.metadata_log) + 1
+    assert len(list(metadata_dir.glob("*.metadata.json"))) > len(before.metadata.metadata_log) + 1
     # The killed run's load task still holds its `payload-api` slot (see scenario 8).
     from flows.orchestration.tasks import PAYLOAD_API_TAG
 
