@@ -161,22 +161,39 @@ def _start_position(
     # Payload stamps `updatedAt` before its transaction commits: a document stamped before
     # the cursor can become visible after it. Re-read a window behind the cursor (rows equal
     # to the table's copy are not rewritten; the cursor never moves backwards).
-    stamp = datetime.fromisoformat(cursor_before.updated_at.replace("Z", "+00:00"))
+    stamp = _instant(cursor_before.updated_at)
+    if stamp is None:
+        return cursor_before, None
     start = max(stamp - timedelta(seconds=lookback), settings.initial_timestamp)
     return None, format_since(start)
 
 
 def _lookback_part(docs: list[Any], seen_until: Cursor | None) -> tuple[list[Any], list[Any]]:
     """(documents at or before `seen_until`, the others): the first were judged when first
-    read (the lookback re-reads them), so their rejects are neither recorded nor counted again."""
+    read (the lookback re-reads them), so their rejects are neither recorded nor counted again.
+    By `updatedAt` first: a document too malformed for a cursor (no integer id) is still placed."""
     if seen_until is None:
         return [], docs
+    limit = _instant(seen_until.updated_at)
     seen: list[Any] = []
     new: list[Any] = []
     for doc in docs:
-        cursor = last_valid_cursor([doc])
-        (seen if cursor is not None and cursor <= seen_until else new).append(doc)
+        stamp = _instant(doc.get("updatedAt")) if isinstance(doc, dict) else None
+        doc_id = doc.get("id") if isinstance(doc, dict) else None
+        later_tie = stamp == limit and isinstance(doc_id, int) and doc_id > seen_until.id
+        is_seen = stamp is not None and limit is not None and stamp <= limit and not later_tie
+        (seen if is_seen else new).append(doc)
     return seen, new
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _read_pages(
