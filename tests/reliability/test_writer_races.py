@@ -190,7 +190,7 @@ def test_18_a_short_id_listing_or_a_mass_deletion_is_refused(
     assert lakehouse_fingerprint(scenario.catalog(), namespace) == fingerprint
 
     # (b) A third of the carts really deleted upstream: above LOAD_MAX_DELETE_SHARE (0.2).
-    scenario.apply_env(LOAD_MAX_DELETE_SHARE=None)
+    scenario.apply_env(LOAD_MAX_DELETE_SHARE="0.2")  # the default (None would not unset it)
     store = scenario.server.store
     carts = sorted(store.collections["carts"])
     for cart_id in carts[: len(carts) // 3]:
