@@ -222,6 +222,7 @@ def test_task_runs_have_plain_names(
         "publish-marts",
         "describe-marts",
         "headline-metrics",
+        "analytics-report",
     }
     assert names == steps | {f"load-{c}" for c in ALL_COLLECTIONS}, names
     assert dbt_run.name == "dbt-build (local)"
