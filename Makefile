@@ -23,7 +23,7 @@ PORT ?= 3000
 COLLECTION ?= orders
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run test test-fast lint format bench demo-api clean server deploy worker change \
+.PHONY: help install run test test-fast lint format bench report demo-api clean server deploy worker change \
 	stack-up stack-down stack-status run-stack
 
 help: ## Show this help
@@ -56,6 +56,9 @@ lint: install ## ruff (lint + format check) and mypy
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix flows tests deployments
 	$(VENV)/bin/ruff format flows tests deployments
+
+report: install ## Render the analytics report (HTML + PNGs) from the marts already built
+	$(PY) -m flows.report $(ARGS)
 
 bench: install ## Run the benchmarks; writes bench-results.json
 	$(PY) -m flows.bench $(ARGS)
