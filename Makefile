@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-# Quiet, offline-friendly defaults for Prefect and dbt (see ../shared/STACK_NOTES.md).
+# Quiet, offline-friendly defaults for Prefect and dbt: no telemetry, no usage stats.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1

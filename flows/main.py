@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 
 # Before Prefect is imported: its settings are read once. A fresh ephemeral database can take
-# longer than Prefect's default to migrate on a small machine (see STACK_NOTES), and dlt's and
-# our own loggers should reach the flow run's logs in the UI.
+# longer than Prefect's default to migrate on a small machine (~1 min on 2 busy cores), and
+# dlt's and our own loggers should reach the flow run's logs in the UI.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,flows")
 

@@ -1,4 +1,4 @@
-"""Test-session environment: quiet, offline-friendly Prefect and dbt (see STACK_NOTES)."""
+"""Test-session environment: quiet, offline-friendly Prefect and dbt, shared fixtures."""
 
 from __future__ import annotations
 
