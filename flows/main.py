@@ -112,6 +112,7 @@ def payload_lakehouse(
     dbt_target: DbtTarget | None = None,
     allow_partial: bool = False,
     change_id: str | None = None,
+    force_deletes: bool = False,
 ) -> dict[str, Any]:
     """Load Payload collections into Iceberg, then build the dbt marts.
 
@@ -129,10 +130,12 @@ def payload_lakehouse(
         change_id: id of the change that triggered this run (e.g. the Payload event id); part of
             the load cache key, so a new change always reloads while a retry of the same run
             still skips what it already loaded.
+        force_deletes: let a reconcile / full refresh delete more than LOAD_MAX_DELETE_SHARE.
     """
     keep_prefect_log_format()  # undo a dlt formatter left on Prefect's handler in this process
     logger = get_run_logger()
     overrides: dict[str, Any] = {"dbt_target": dbt_target} if dbt_target else {}
+    overrides.update({"load_force_deletes": True} if force_deletes else {})
     settings = run_settings(**overrides)
     selected = list(settings.payload_collections if collections is None else collections)
     unknown = sorted(set(selected) - set(ALL_COLLECTIONS))
@@ -292,6 +295,7 @@ def load_raw_layer(
             lakehouse=lakehouse,
             asset_key=raw_table_key(settings, collection),
             change_id=change_id,
+            force_deletes=settings.load_force_deletes,
         )
         for collection in collections
     ]
@@ -356,6 +360,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="dbt selection, e.g. 'fact_orders+' (default: all, or downstream of the loaded "
         "collections when --collections is a subset)",
+    )
+    parser.add_argument(
+        "--force-deletes",
+        action="store_true",
+        help="let a reconcile / full refresh delete more than LOAD_MAX_DELETE_SHARE of a table",
     )
     parser.add_argument(
         "--allow-partial",
@@ -489,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dbt_select=args.select,
             dbt_target=DbtTarget(args.target) if args.target else None,
             allow_partial=args.allow_partial,
+            force_deletes=args.force_deletes,
             return_state=True,
         )
     if not state.is_completed():

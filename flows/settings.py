@@ -205,6 +205,29 @@ class Settings(BaseSettings):
         description="How long a completed collection load is reused by a retried or new run "
         "for the same table state (Prefect cache expiration).",
     )
+    load_cursor_lookback_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="An incremental load re-reads documents updated up to this many seconds "
+        "before its cursor: Payload stamps `updatedAt` before its transaction commits, so a "
+        "document can appear with a stamp behind the cursor. Re-reads are idempotent.",
+    )
+    load_max_delete_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="A reconcile or full refresh refuses (commits nothing) to delete more than "
+        "this share of a table's rows, unless LOAD_FORCE_DELETES / --force-deletes; 1 disables.",
+    )
+    load_force_deletes: bool = Field(
+        default=False, description="Allow deletions above LOAD_MAX_DELETE_SHARE (one run)."
+    )
+    load_fault_hook: str | None = Field(
+        default=None,
+        pattern=r"^(pause-before-write|kill-before-catalog-commit):[A-Za-z]+$",
+        description="TEST ONLY (reliability scenarios 15-19): `<point>:<collection>`, see "
+        "flows/lakehouse/fault_hook.py. Never set it in production.",
+    )
 
     @field_validator("payload_depth")
     @classmethod

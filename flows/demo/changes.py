@@ -11,12 +11,18 @@ variants. Every write goes through `Store.create/update/trash/delete`, so `updat
 A batch is deterministic for (store content, seed): the random generator is seeded with the seed
 and the store's clock, and candidates are always taken in id order.
 
+`late_commit(store, collection, behind_seconds)` reproduces a late commit: a new document that
+becomes visible with an `updatedAt` behind documents already served (Payload stamps
+`updatedAt` before its database transaction commits; on PostgreSQL or MongoDB with concurrent
+writers, a slow transaction commits after a faster, later-stamped one was read).
+
 `add_field` and `change_field_type` are the schema-change helpers behind the demo server's admin
 endpoints (a new Payload field appears; a field's type changes on some documents).
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -510,6 +516,28 @@ def apply_change_batch(store: Store, seed: int, fraction: float = 0.01) -> Chang
                 done += touched
         batch.summary.finished_at = format_timestamp(store.now)
         return batch.summary
+
+
+def late_commit(store: Store, collection: str, behind_seconds: float) -> Document:
+    """A new document (a copy of the collection's newest, with fresh array row ids) stamped
+    `behind_seconds` before the newest `updatedAt` already visible; returns it."""
+    _check_collection(store, collection)
+    if behind_seconds <= 0:
+        raise ValueError(f"behind_seconds must be > 0, got {behind_seconds}")
+    with store.lock:
+        docs = list(store.collections[collection].values())
+        if not docs:
+            raise ValueError(f"{collection} has no document to commit late after")
+        newest = max(docs, key=lambda doc: parse_timestamp(doc["updatedAt"]))
+        stamp = parse_timestamp(newest["updatedAt"]) - timedelta(seconds=behind_seconds)
+        fields = copy.deepcopy(
+            {k: v for k, v in newest.items() if k not in ("id", "createdAt", "updatedAt")}
+        )
+        for value in fields.values():
+            for row in value if isinstance(value, list) else []:
+                if isinstance(row, dict) and isinstance(row.get("id"), str):
+                    row["id"] = f"{random.getrandbits(96):024x}"  # array row ids are unique
+        return store.create(collection, fields, at=format_timestamp(stamp))
 
 
 def add_field(

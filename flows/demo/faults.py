@@ -18,6 +18,9 @@ Kinds:
   list response is a UUID string (as a Payload whose database adapter uses `idType: 'uuid'`
   serves it), which a loader keyed on integer ids must reject. `malform:1:collection=orders`
   turns a whole collection into such documents.
+- `short`: a valid list response that holds only the first half of its documents, with
+  `totalDocs` and `hasNextPage` unchanged (a proxy or a broken adapter that cut the page): a
+  reader that stops on a short page, or trusts it, misses documents.
 
 CLI / admin spec: comma-separated `kind:rate[:option=value...]`, with shorthands `503:0.1x3`
 (burst 3), `latency:0.1@2.0` (delay 2 s), `429:0.05@3` (Retry-After 3); options `burst`,
@@ -36,7 +39,7 @@ from typing import Any
 # Transport faults: a resilient client recovers from them by retrying. Document faults: the
 # response is valid, its documents are not; retrying reads the same again.
 TRANSPORT_FAULT_KINDS = ("500", "502", "503", "429", "latency", "reset", "cut", "truncate")
-DOCUMENT_FAULT_KINDS = ("malform",)
+DOCUMENT_FAULT_KINDS = ("malform", "short")
 FAULT_KINDS = TRANSPORT_FAULT_KINDS + DOCUMENT_FAULT_KINDS
 
 

@@ -118,6 +118,19 @@ def malformed(response: Response, collection: str | None) -> Response:
     return json_response(200, body, response.headers)
 
 
+def shortened(response: Response) -> Response:
+    """The `short` fault: a list response keeps only the first half of its documents; its
+    `totalDocs` and `hasNextPage` still describe the whole page."""
+    if response.status != 200:
+        return response
+    body = orjson.loads(response.body)
+    docs = body.get("docs") if isinstance(body, dict) else None
+    if not isinstance(docs, list):
+        return response
+    body["docs"] = docs[: len(docs) // 2]
+    return json_response(200, body, response.headers)
+
+
 @dataclass
 class DriftConfig:
     every_n_list_requests: int = 0
@@ -773,6 +786,8 @@ class DemoServer:
                     response = self._route(handler, method, segments, path, split.query, body)
                 if fault is not None and fault.kind == "malform":
                     response, fault = malformed(response, collection), None
+                if fault is not None and fault.kind == "short":
+                    response, fault = shortened(response), None
                 self._count(collection, response.status)
         except Exception:
             traceback.print_exc(file=sys.stderr)
@@ -1022,6 +1037,8 @@ class DemoServer:
                     return json_response(200, self._inject(data))
                 if name == "schema":
                     return json_response(200, self._schema_change(data))
+                if name == "late-commit":
+                    return json_response(200, self._late_commit(data))
         except (KeyError, ValueError, TypeError) as exc:
             message = f"Bad request for /api/_demo/{name}: {exc}"
             return json_response(400, {"errors": [{"message": message}]})
@@ -1053,6 +1070,13 @@ class DemoServer:
             self.store, int(data.get("seed", self.seed)), float(data.get("fraction", 0.01))
         )
         return summary.as_dict()
+
+    def _late_commit(self, data: dict[str, Any]) -> Document:
+        from flows.demo.changes import late_commit
+
+        return late_commit(
+            self.store, str(data["collection"]), float(data.get("behind_seconds", 60))
+        )
 
     def _set_drift(self, data: dict[str, Any]) -> dict[str, Any]:
         every = int(data.get("every_n_list_requests", 0))

@@ -11,6 +11,7 @@ from flows.source.errors import (
 
 __all__ = [
     "CatalogError",
+    "DeleteGuardError",
     "LakehouseError",
     "PayloadAuthError",
     "PayloadError",
@@ -68,6 +69,13 @@ class SourceMismatchError(LakehouseError):
     """The table was loaded from another Payload than the configured one: an incremental load
     would mix two stores. Raised before anything is read; permanent until the operator chooses
     (full refresh, or another lakehouse)."""
+
+
+class DeleteGuardError(LakehouseError):
+    """A reconcile or full refresh would delete rows it cannot vouch for: more than
+    LOAD_MAX_DELETE_SHARE of the table, an id listing that does not add up, or a credential
+    that cannot read the whole collection. Nothing was committed; permanent (a retry reads the
+    same)."""
 
 
 class CommitConflictError(LakehouseError):

@@ -16,8 +16,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,18 +26,22 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
+from flows.lakehouse import fault_hook
 from flows.lakehouse.catalog import catalog_error, get_catalog, prepare_lakehouse
 from flows.lakehouse.errors import (
     CatalogError,
     CommitConflictError,
+    DeleteGuardError,
     SchemaEvolutionError,
     SourceMismatchError,
     is_transient,
 )
 from flows.lakehouse.identity import check_source, probe_source_identity
+from flows.lakehouse.reader_check import check_full_reader
 from flows.lakehouse.rejects import REJECTED_TABLE, check_ceiling, record_rejects, summarise
 from flows.lakehouse.schema import DocumentConverter, RejectedDocument, existing_kinds
 from flows.lakehouse.writer import (
+    Baseline,
     WritePlan,
     WriteResult,
     load_table,
@@ -135,7 +140,8 @@ class _Extract:
 
     data: pa.Table | None = None
     rejected: list[RejectedDocument] = field(default_factory=list)
-    documents_read: int = 0
+    documents_read: int = 0  # past the cursor (and added by a reconcile)
+    reread: int = 0  # re-read in the cursor lookback window
     last_cursor: Cursor | None = None
     stalled: KeysetStalledError | None = None  # the read could not advance past a page
 
@@ -149,27 +155,67 @@ def _start_position(
         return None, format_since(settings.initial_timestamp)
     if since is not None or cursor_before is None:
         return None, format_since(since or settings.initial_timestamp)
-    return cursor_before, None
+    lookback = settings.load_cursor_lookback_seconds
+    if lookback <= 0:
+        return cursor_before, None
+    # Payload stamps `updatedAt` before its transaction commits: a document stamped before
+    # the cursor can become visible after it. Re-read a window behind the cursor (rows equal
+    # to the table's copy are not rewritten; the cursor never moves backwards).
+    stamp = _instant(cursor_before.updated_at)
+    if stamp is None:
+        return cursor_before, None
+    start = max(stamp - timedelta(seconds=lookback), settings.initial_timestamp)
+    return None, format_since(start)
+
+
+def _lookback_part(docs: list[Any], seen_until: Cursor | None) -> tuple[list[Any], list[Any]]:
+    """(documents at or before `seen_until`, the others): the first were judged when first
+    read (the lookback re-reads them), so their rejects are neither recorded nor counted again.
+    By `updatedAt` first: a document too malformed for a cursor (no integer id) is still placed."""
+    if seen_until is None:
+        return [], docs
+    limit = _instant(seen_until.updated_at)
+    seen: list[Any] = []
+    new: list[Any] = []
+    for doc in docs:
+        stamp = _instant(doc.get("updatedAt")) if isinstance(doc, dict) else None
+        doc_id = doc.get("id") if isinstance(doc, dict) else None
+        later_tie = stamp == limit and isinstance(doc_id, int) and doc_id > seen_until.id
+        is_seen = stamp is not None and limit is not None and stamp <= limit and not later_tie
+        (seen if is_seen else new).append(doc)
+    return seen, new
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _read_pages(
-    client: PayloadClient,
-    collection: str,
-    converter: DocumentConverter,
-    start: tuple[Cursor | None, str | None],
-    load_id: str,
-    loaded_at: int,
+    load: _Load, client: PayloadClient, start: tuple[Cursor | None, str | None]
 ) -> _Extract:
     extract = _Extract()
     batches: list[pa.Table] = []
+    seen_until = (
+        load.cursor_before if start[0] is None and load.mode is not LoadMode.FULL_REFRESH else None
+    )
     try:
-        resource = collection_resource(client, collection, *start)
+        resource = collection_resource(client, load.collection, *start)
         for page in prefetched(resource):
-            extract.documents_read += len(page.docs)
-            converted = converter.convert(page.docs, load_id, loaded_at)
-            if len(converted.data):
-                batches.append(converted.data)
-            extract.rejected.extend(converted.rejected)
+            seen, new = _lookback_part(page.docs, seen_until)
+            extract.documents_read += len(new)  # what the rejection ceiling judges
+            extract.reread += len(seen)
+            for docs in (seen, new) if seen else (new,):
+                converted = load.converter.convert(docs, load.load_id, load.loaded_at)
+                if len(converted.data):
+                    batches.append(converted.data)
+                if docs is new:
+                    extract.rejected.extend(converted.rejected)
             page_cursor = last_valid_cursor(page.docs)
             if page_cursor is not None and (
                 extract.last_cursor is None or page_cursor > extract.last_cursor
@@ -264,21 +310,51 @@ def _read_source(load: _Load, since: datetime | None) -> _Read:
         source = probe_source_identity(client.session, client.base_url)
         if load.mode is not LoadMode.FULL_REFRESH:  # a full refresh replaces the table
             check_source(load.collection, load.identifier, read_source(load.table), source)
+        if load.mode is not LoadMode.INCREMENTAL:  # it deletes what it does not see
+            auth = load.settings.payload_auth_collection
+            check_full_reader(client, auth, load.collection, load.mode)
         start = _start_position(load.settings, load.mode, since, load.cursor_before)
-        extract = _read_pages(
-            client, load.collection, load.converter, start, load.load_id, load.loaded_at
-        )
+        extract = _read_pages(load, client, start)
         _refuse_rejections(load, extract)
-        alive = _all_ids(client, load.collection) if load.mode is LoadMode.RECONCILE else None
+        alive = None
+        if load.mode is LoadMode.RECONCILE:
+            alive = _all_ids(client, load.collection)
+            _add_missing(client, load, extract, alive)
     finally:
         client.close()
     return _Read(source, extract, alive)
+
+
+def _add_missing(client: PayloadClient, load: _Load, extract: _Extract, alive: set[int]) -> None:
+    """Reconcile also adds: documents upstream that neither the table nor this read holds
+    (committed late, behind the cursor and its lookback) are fetched by id and loaded."""
+    held = set(extract.data.column("id").to_pylist()) if extract.data is not None else set()
+    if load.table is not None and load.table.current_snapshot() is not None:
+        ids = load.table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist()
+        held.update(ids)
+    missing = sorted(alive - held)
+    if not missing:
+        return
+    log.warning(
+        "%s: %d documents upstream are missing from the table: loading them (e.g. ids %s)",
+        load.collection,
+        len(missing),
+        missing[:5],
+    )
+    docs = client.documents_by_id(load.collection, missing)
+    converted = load.converter.convert(docs, load.load_id, load.loaded_at)
+    extract.documents_read += len(docs)
+    extract.rejected.extend(converted.rejected)
+    if len(converted.data):
+        batches = [extract.data, converted.data] if extract.data is not None else [converted.data]
+        extract.data = _keep_newest(pa.concat_tables(batches, promote_options="default"))
 
 
 def _write(load: _Load, read: _Read) -> WriteResult:
     """Keep the rejects, then commit the documents and the cursor in one commit."""
     if read.extract.rejected:
         _record(load, read.extract)
+    fault_hook.before_write(load.settings, load.collection, load.catalog)  # test only
     plan = WritePlan(
         collection=load.collection,
         fields=load.converter.iceberg_fields(),
@@ -288,10 +364,13 @@ def _write(load: _Load, read: _Read) -> WriteResult:
         reconcile_ids=read.alive_ids,
         cursor_after=read.extract.last_cursor,
         source=read.source,
+        baseline=_baseline(load.table),
+        max_delete_share=load.settings.load_max_delete_share,
+        force_deletes=load.settings.load_force_deletes,
     )
     try:
         return write(load.catalog, load.identifier, plan)
-    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError):
+    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError, DeleteGuardError):
         raise
     except Exception as error:
         raise catalog_error(load.settings, f"write {load.identifier} to", error) from error
@@ -317,6 +396,12 @@ def load_collection(
         return _unchanged_report(load, read)
     result = _write(load, read)
     return _committed_report(load, read, result)
+
+
+def _baseline(table: Table | None) -> Baseline:
+    """The table as this load found it before reading: what its deletions may touch."""
+    snapshot = table.current_snapshot() if table is not None else None
+    return Baseline(snapshot.snapshot_id if snapshot else None)
 
 
 def _existing_table(catalog: Catalog, settings: Settings, identifier: str) -> Table | None:

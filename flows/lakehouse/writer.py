@@ -45,7 +45,7 @@ from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
 
-from flows.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from flows.lakehouse.errors import CommitConflictError, DeleteGuardError, SchemaEvolutionError
 from flows.lakehouse.iceberg_internals import read_data_file, require_main_at, write_data_files
 from flows.lakehouse.identity import SOURCE_PROPERTY, check_source
 from flows.lakehouse.schema import (
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 CURSOR_PROPERTY = "payload.cursor"
 LOAD_ID_PROPERTY = "payload.load-id"
 MAX_COMMIT_ATTEMPTS = 6
+# The delete guard never refuses this many deletions (ordinary churn in a small table).
+ALWAYS_DELETABLE = 10
 # We retry conflicts ourselves, from a fresh read: pyiceberg's own retry would rebase the
 # snapshot onto the winner's, which for an upsert could duplicate ids.
 TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
@@ -79,6 +81,18 @@ class WritePlan:
     reconcile_ids: set[int] | None = None  # reconcile: every id that exists upstream
     cursor_after: Cursor | None = None
     source: str | None = None  # the source's identity, recorded with the cursor
+    # The table's snapshot when the load began reading (None inside: the table was empty or
+    # absent). Rows committed after it (by a concurrent run) are never deleted by this plan,
+    # nor replaced by an older copy. None: no baseline, the table as the attempt reads it.
+    baseline: Baseline | None = None
+    # The delete guard: refuse to delete more than this share of the table's rows (1: off).
+    max_delete_share: float = 1.0
+    force_deletes: bool = False
+
+
+@dataclass(frozen=True)
+class Baseline:
+    snapshot_id: int | None
 
 
 @dataclass
@@ -92,6 +106,7 @@ class WriteResult:
     cursor_after: Cursor | None = None
     attempts: int = 0
     skipped_stale: int = 0
+    unchanged: int = 0  # re-read rows equal to the table's copy (same id and updated_at)
     files_rewritten: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -192,28 +207,79 @@ def _existing_keys(metadata: TableMetadata, table: Table) -> list[_FileKeys]:
     return result
 
 
-def _drop_stale(data: pa.Table, files: list[_FileKeys]) -> tuple[pa.Table, int]:
-    """Drop incoming rows older than the table's copy (a concurrent run wrote a newer one)."""
-    if not files or len(data) == 0:
-        return data, 0
-    incoming_ids = data.column("id").combine_chunks()
-    newest_old: dict[object, int | None] = {}
-    for keys in files:
-        mask = pc.is_in(keys.ids, value_set=incoming_ids)
-        if not pc.any(mask).as_py():
-            continue
-        ids = pc.filter(keys.ids, mask).to_pylist()
-        stamps = pc.cast(pc.filter(keys.updated_at, mask), pa.int64()).to_pylist()
-        newest_old.update(zip(ids, stamps, strict=True))
-    if not newest_old:
-        return data, 0
-    new_stamps = pc.cast(data.column("updated_at"), pa.int64()).to_pylist()
-    keep = [
-        (old := newest_old.get(doc_id)) is None or stamp is None or stamp >= old
-        for doc_id, stamp in zip(incoming_ids.to_pylist(), new_stamps, strict=True)
-    ]
-    kept = data.filter(pa.array(keep))
-    return kept, len(data) - len(kept)
+def _keys_table(files: list[_FileKeys], id_type: pa.DataType) -> pa.Table:
+    """(id, updated_at as int64 microseconds) of every current row."""
+    if not files:
+        return pa.table({"id": pa.array([], id_type), "updated_at": pa.array([], pa.int64())})
+    ids = pa.chunked_array([f.ids for f in files], type=id_type)
+    stamps = pa.chunked_array([pc.cast(f.updated_at, pa.int64()) for f in files], pa.int64())
+    return pa.table({"id": ids, "updated_at": stamps})
+
+
+def _drop_stale(data: pa.Table, keys: pa.Table) -> tuple[pa.Table, int, int]:
+    """Drop incoming rows that are older than the table's copy in `keys` (a concurrent run
+    wrote a newer one) or the same version (same `updated_at`: a re-read, e.g. the cursor
+    lookback). Returns (kept rows, stale, unchanged); rows without `updated_at` are kept."""
+    if len(keys) == 0 or len(data) == 0:
+        return data, 0, 0
+    incoming = pa.table(
+        {
+            "id": data.column("id"),
+            "new_at": pc.cast(data.column("updated_at"), pa.int64()),
+            "_pos": pa.array(range(len(data)), pa.int64()),
+        }
+    )
+    joined = incoming.join(keys.rename_columns(["id", "old_at"]), "id", join_type="left outer")
+    new_at, old_at = joined.column("new_at"), joined.column("old_at")
+    stale = pc.fill_null(pc.less(new_at, old_at), False)
+    same = pc.fill_null(pc.equal(new_at, old_at), False)
+    dropped = pc.filter(joined.column("_pos"), pc.or_(stale, same))
+    if len(dropped) == 0:
+        return data, 0, 0
+    keep = pc.invert(pc.is_in(pa.array(range(len(data)), pa.int64()), value_set=dropped))
+    stale_count = int(pc.sum(stale).as_py() or 0)
+    return data.filter(keep), stale_count, len(dropped) - stale_count
+
+
+def _snapshot_keys(table: Table, snapshot_id: int, id_type: pa.DataType) -> pa.Table | None:
+    """(id, updated_at) of the rows of an older snapshot; None if it no longer exists."""
+    if table.metadata.snapshot_by_id(snapshot_id) is None:
+        return None
+    columns = [c for c in ("id", "updated_at") if c in table.schema().column_names]
+    rows = table.scan(snapshot_id=snapshot_id, selected_fields=tuple(columns)).to_arrow()
+    stamps = (
+        pc.cast(rows.column("updated_at"), pa.int64())
+        if "updated_at" in rows.column_names
+        else pa.nulls(len(rows), pa.int64())
+    )
+    return pa.table({"id": pc.cast(rows.column("id"), id_type), "updated_at": stamps})
+
+
+def _concurrent_ids(
+    plan: WritePlan, state: _TableState, keys: pa.Table, id_type: pa.DataType
+) -> pa.Array:
+    """Ids whose current row was committed after the plan's baseline, by another run: absent
+    from the baseline snapshot, or there with another `updated_at`."""
+    baseline = plan.baseline
+    if baseline is None or baseline.snapshot_id == state.snapshot_id or len(keys) == 0:
+        return pa.array([], id_type)
+    seen = (
+        _snapshot_keys(state.table, baseline.snapshot_id, id_type)
+        if baseline.snapshot_id is not None
+        else None
+    )
+    if seen is None:  # empty when the load began (or expired since): every row is newer
+        return keys.column("id").combine_chunks()
+    seen = seen.rename_columns(["id", "seen_at"]).append_column(
+        "_seen", pa.array([True] * len(seen), pa.bool_())
+    )
+    joined = keys.join(seen, "id", join_type="left outer")
+    now_at, seen_at = joined.column("updated_at"), joined.column("seen_at")
+    same_stamp = pc.coalesce(
+        pc.equal(now_at, seen_at), pc.and_(pc.is_null(now_at), pc.is_null(seen_at))
+    )
+    same = pc.and_(pc.is_valid(joined.column("_seen")), same_stamp)
+    return pc.filter(joined.column("id"), pc.invert(same)).combine_chunks()
 
 
 @dataclass
@@ -266,40 +332,63 @@ class _Changes:
     deleted: int
 
 
-def _all_ids(files: list[_FileKeys], id_type: pa.DataType) -> pa.Array:
-    if not files:
-        return pa.array([], id_type)
-    return pa.chunked_array([f.ids for f in files], type=id_type).combine_chunks()
+def _not_in(values: pa.Array, excluded: pa.Array) -> pa.Array:
+    return pc.filter(values, pc.invert(pc.is_in(values, value_set=excluded)))
 
 
 def _plan_changes(
-    plan: WritePlan, target: pa.Schema, files: list[_FileKeys], result: WriteResult
+    plan: WritePlan, state: _TableState, target: pa.Schema, result: WriteResult
 ) -> _Changes:
-    """Step 2, plan: the rows to write and the ids whose current row must go (replaced ones,
-    plus the ids gone upstream for a reconcile, plus every other row for a full refresh)."""
+    """Step 2, plan: the rows to write and the ids whose current row must go: replaced ones,
+    plus those gone upstream (reconcile) or not read (full refresh). A row a concurrent run
+    committed after this load began (`plan.baseline`) is never removed unless this plan brings
+    a copy at least as new."""
     id_type = target.field("id").type
     empty = pa.table({"id": pa.array([], id_type)})
     data = conform(plan.data if plan.data is not None else empty, target)
-    existing_ids = _all_ids(files, id_type)
-    if not plan.replace_all:
-        data, result.skipped_stale = _drop_stale(data, files)
+    keys = _keys_table(state.files, id_type)
+    existing_ids = keys.column("id").combine_chunks()
+    concurrent = _concurrent_ids(plan, state, keys, id_type)
+    # A full refresh replaces what it read over, except rows committed after it began.
+    compared = keys.filter(pc.is_in(keys.column("id"), value_set=concurrent))
+    data, result.skipped_stale, result.unchanged = _drop_stale(
+        data, compared if plan.replace_all else keys
+    )
     gone = pa.array([], id_type)
-    if plan.reconcile_ids is not None and not plan.replace_all:
+    if plan.replace_all:  # every row this load saw, and did not read again
+        gone = _not_in(_not_in(existing_ids, concurrent), data.column("id").combine_chunks())
+        gone = gone.unique()
+    elif plan.reconcile_ids is not None:
         alive = pa.array(sorted(plan.reconcile_ids), id_type)
-        gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
+        gone = _not_in(_not_in(existing_ids, alive), concurrent).unique()
         # A row read earlier in this run whose document vanished upstream since: not written.
         data = data.filter(pc.is_in(data.column("id"), value_set=alive))
     incoming_ids = data.column("id").combine_chunks()
     in_table = pc.is_in(incoming_ids, value_set=existing_ids)
     updated = int(pc.sum(in_table).as_py() or 0)
-    if plan.replace_all:
-        vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
-        return _Changes(
-            data, existing_ids, len(data) - updated, updated, int(pc.sum(vanished).as_py() or 0)
-        )
-    replaced = pc.filter(incoming_ids, in_table)
-    remove_ids = pa.concat_arrays([replaced, gone]).unique()
+    remove_ids = pa.concat_arrays([pc.filter(incoming_ids, in_table), gone]).unique()
     return _Changes(data, remove_ids, len(data) - updated, updated, len(gone))
+
+
+def _guard_deletions(
+    identifier: str, plan: WritePlan, changes: _Changes, rows: int, source_before: str | None
+) -> None:
+    """Refuse (before anything is written) to delete more than `plan.max_delete_share` of the
+    table: a read that saw only part of the collection would look like mass deletion."""
+    if (
+        plan.force_deletes
+        or changes.deleted == 0
+        or changes.deleted <= plan.max_delete_share * rows
+    ):
+        return
+    mode = "full refresh" if plan.replace_all else "reconcile"
+    raise DeleteGuardError(
+        f"{identifier}: this {mode} would delete {changes.deleted} of its {rows} rows "
+        f"({changes.deleted / rows:.0%}), more than LOAD_MAX_DELETE_SHARE="
+        f"{plan.max_delete_share:g}. Nothing was committed. If Payload really lost those "
+        "documents, rerun with --force-deletes (or LOAD_FORCE_DELETES=true); otherwise check "
+        "that the credential can read the whole collection."
+    )
 
 
 def _needs_commit(
@@ -377,7 +466,9 @@ def _attempt(
     """One try at the commit: read, plan, rewrite, commit (a lost race raises from commit)."""
     state = _read_table(catalog, identifier, plan)
     result.cursor_before = state.cursor_before
-    changes = _plan_changes(plan, arrow_schema_for(state.metadata.schema()), state.files, result)
+    changes = _plan_changes(plan, state, arrow_schema_for(state.metadata.schema()), result)
+    rows = sum(len(f.ids) for f in state.files)
+    _guard_deletions(identifier, plan, changes, rows, state.source_before)
     result.cursor_after = _cursor_after(plan, state.cursor_before)
     result.snapshot_id = state.snapshot_id
     if not _needs_commit(plan, state, changes, result.cursor_after):

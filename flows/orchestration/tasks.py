@@ -98,6 +98,7 @@ def load_collection(
     lakehouse: str,
     asset_key: str,
     change_id: str | None = None,
+    force_deletes: bool = False,
 ) -> LoadReport:
     """Extract one Payload collection and commit it to its Iceberg table (one atomic commit).
 
@@ -106,7 +107,7 @@ def load_collection(
     `asset_key` names the raw table as dbt's asset events do (flows/orchestration/assets.py).
     """
     keep_prefect_log_format()  # before dlt initialises its logger in this process
-    settings = run_settings()
+    settings = run_settings(**({"load_force_deletes": True} if force_deletes else {}))
     logger = get_run_logger()
     report = _load(settings, collection, mode, since)
     logger.info(

@@ -23,6 +23,11 @@ class PayloadResponseError(PayloadError):
     or a 4xx other than auth) after the retries."""
 
 
+class IncompleteListingError(PayloadResponseError):
+    """An id listing (reconcile) does not add up to Payload's own `totalDocs`: deleting what
+    it did not list would delete documents that exist. Permanent; nothing is committed."""
+
+
 class KeysetStalledError(PayloadResponseError):
     """A full page held no document with a usable (updatedAt, id) after the cursor: the keyset
     read cannot advance. The loader judges the page's documents (rejects) before failing."""

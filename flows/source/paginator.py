@@ -21,7 +21,7 @@ from typing import Any
 from dlt.sources.helpers.rest_client.paginators import BasePaginator
 from requests import Request, Response
 
-from flows.source.errors import KeysetStalledError, PayloadResponseError
+from flows.source.errors import IncompleteListingError, KeysetStalledError, PayloadResponseError
 
 WHERE_GT = "where[or][0][updatedAt][greater_than]"
 WHERE_TIE_AT = "where[or][1][and][0][updatedAt][equals]"
@@ -93,6 +93,27 @@ def _is_timestamp(value: str) -> bool:
     return True
 
 
+def is_last_page(body: dict[str, Any], docs: list[Any], page_size: int) -> bool:
+    """Payload's `hasNextPage` decides; a page shorter than asked is the end only when the
+    body does not say (a server that caps `limit` answers short pages with more to come)."""
+    has_next = body.get("hasNextPage")
+    if isinstance(has_next, bool):
+        return not has_next
+    return len(docs) < page_size
+
+
+def check_complete(body: dict[str, Any], docs: list[Any]) -> None:
+    """On the last page of a keyset listing, Payload's `totalDocs` counts the documents past
+    the key, i.e. this page's: fewer documents than that means the listing lost some (a proxy
+    that cut the page, a broken adapter), and every id it missed would look deleted."""
+    total = body.get("totalDocs")
+    if isinstance(total, int) and not isinstance(total, bool) and len(docs) < total:
+        raise IncompleteListingError(
+            f"the id listing's last page holds {len(docs)} documents, but Payload counts "
+            f"{total} (totalDocs): the listing is incomplete, so nothing is deleted"
+        )
+
+
 class KeysetPaginator(BasePaginator):
     """dlt paginator: always page 1, the `where` clause moves; stop on a short page."""
 
@@ -116,7 +137,7 @@ class KeysetPaginator(BasePaginator):
             )
         docs: list[Any] = body["docs"]
         self.pages += 1
-        if len(docs) < self.page_size:
+        if is_last_page(body, docs, self.page_size):
             self._has_next_page = False
             return
         cursor = last_valid_cursor(docs)
@@ -161,7 +182,8 @@ class IdPaginator(BasePaginator):
             raise PayloadResponseError("the id listing did not return a Payload list")
         docs = body["docs"]
         ids = [d["id"] for d in docs if isinstance(d, dict) and isinstance(d.get("id"), int)]
-        if len(docs) < self.page_size or not ids:
+        if is_last_page(body, docs, self.page_size) or not ids:
+            check_complete(body, docs)
             self._has_next_page = False
             return
         self.last_id = max(ids)

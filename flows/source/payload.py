@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # Listing every id is cheap per document: use bigger pages than the document reads.
 ID_PAGE_SIZE = 10_000
+BY_ID_CHUNK = 100  # ids per `where[id][in]` request (keeps the URL short)
 
 
 @lru_cache(maxsize=1)
@@ -167,6 +168,28 @@ class PayloadClient:
             yield Page(collection, list(page), number)
         if paginator.stalled is not None:
             raise paginator.stalled
+
+    def documents_by_id(self, collection: str, ids: list[Any]) -> list[dict[str, Any]]:
+        """The documents with these ids (trashed ones included), rendered as the keyset read
+        renders them; for reconcile, which adds documents missing from the table."""
+        docs: list[dict[str, Any]] = []
+        for start in range(0, len(ids), BY_ID_CHUNK):
+            chunk = ids[start : start + BY_ID_CHUNK]
+            params = {
+                "limit": str(len(chunk)),
+                "depth": str(self.settings.payload_depth),
+                "sort": "id",
+                "trash": "true",
+                "where[id][in]": ",".join(str(doc_id) for doc_id in chunk),
+            }
+            response = self.session.get(
+                f"{self.base_url}/{collection}", params=params, auth=self.auth
+            )
+            body = response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("docs"), list):
+                raise PayloadResponseError(f"reading {collection} by id did not return a list")
+            docs.extend(body["docs"])
+        return docs
 
     def all_ids(self, collection: str) -> set[int]:
         """Every id currently in the collection, trashed ones included (for reconcile)."""

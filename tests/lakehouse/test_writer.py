@@ -15,7 +15,7 @@ import flows.lakehouse.writer as writer_module
 from flows.lakehouse.catalog import clear_catalog_cache, prepare_lakehouse
 from flows.lakehouse.errors import SchemaEvolutionError
 from flows.lakehouse.schema import DocumentConverter, existing_kinds
-from flows.lakehouse.writer import CURSOR_PROPERTY, WritePlan, read_cursor, write
+from flows.lakehouse.writer import CURSOR_PROPERTY, Baseline, WritePlan, read_cursor, write
 from flows.settings import Settings, load_settings
 from flows.source.paginator import Cursor
 
@@ -132,6 +132,38 @@ def test_reconcile_removes_ids_gone_upstream_in_the_same_commit(catalog: Catalog
     assert (result.inserted, result.deleted) == (1, 2)
     assert sorted(rows(catalog)) == [1, 2, 4, 6]
     assert len(catalog.load_table(IDENT).snapshots()) == before + 1
+
+
+def test_reconcile_spares_rows_committed_after_its_baseline(catalog: Catalog) -> None:
+    write(catalog, IDENT, plan_for(catalog, [order(1, 1), order(2, 2)]))
+    baseline = Baseline(snapshot_id(catalog))  # the reconcile starts: it will list {1}
+    write(catalog, IDENT, plan_for(catalog, [order(3, 3)]))  # a concurrent run commits id 3
+    plan = plan_for(catalog, [], alive={1})
+    plan.baseline = baseline
+    result = write(catalog, IDENT, plan)
+    assert result.deleted == 1
+    assert sorted(rows(catalog)) == [1, 3]  # 2 is gone upstream; 3 was not listed, but is new
+
+
+def test_full_refresh_keeps_newer_rows_a_concurrent_run_committed(catalog: Catalog) -> None:
+    write(catalog, IDENT, plan_for(catalog, [order(1, 1), order(2, 2), order(4, 4)]))
+    baseline = Baseline(snapshot_id(catalog))  # the full refresh reads 1 (old copy) and 2
+    write(catalog, IDENT, plan_for(catalog, [order(1, 30, amount=5), order(3, 31)]))
+    plan = plan_for(catalog, [order(1, 1), order(2, 2)], replace_all=True)
+    plan.baseline = baseline
+    result = write(catalog, IDENT, plan)
+    current = rows(catalog)
+    assert sorted(current) == [1, 2, 3]  # 4 was not read again: deleted; 3 is newer: kept
+    assert current[1]["amount"] == 5  # the newer copy is not rolled back
+    assert (result.deleted, result.skipped_stale) == (1, 1)
+
+
+def test_a_baseline_of_an_absent_table_deletes_nothing(catalog: Catalog) -> None:
+    write(catalog, IDENT, plan_for(catalog, [order(1, 1)]))  # committed after the load began
+    plan = plan_for(catalog, [order(2, 2)], replace_all=True)
+    plan.baseline = Baseline(None)
+    write(catalog, IDENT, plan)
+    assert sorted(rows(catalog)) == [1, 2]
 
 
 def test_schema_evolution_adds_columns_in_the_same_commit(catalog: Catalog) -> None:
