@@ -14,13 +14,13 @@ from flows.demo.server import DemoServer
 from .harness import ADMIN_EMAIL, PAYLOAD_API_KEY, PAYLOAD_PASSWORD, LogCapture, Scenario
 from .support import TALLY
 
-TOTAL_SCENARIOS = 14
+TOTAL_SCENARIOS = 18  # 1-14 (test_matrix.py) + 20-23 (test_overlap.py)
 _outcomes: dict[int, list[str]] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "scenario(number): a reliability-matrix scenario (1-14, see docs/proof.md)"
+        "markers", "scenario(number): a reliability-matrix scenario (1-14, 20-23; see docs/proof.md)"
     )
 
 
