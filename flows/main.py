@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -159,9 +159,21 @@ def payload_lakehouse(
             marts = build_marts(settings, selected, reports, dbt_select)
             if marts.failure:
                 failures["dbt build"] = marts.failure
+    return report_run(settings, str(mode), reports, failures, marts)
+
+
+def report_run(
+    settings: Settings,
+    mode: str,
+    reports: Sequence[LoadReport],
+    failures: Mapping[str, str],
+    marts: MartsOutcome,
+) -> dict[str, Any]:
+    """Publish the summary artifact; raise PipelineError naming every failure, else return the
+    run's result."""
     publish_summary(
         summary_markdown(
-            mode=str(mode),
+            mode=mode,
             reports=reports,
             failures=failures,
             dbt_summary=marts.summary,
@@ -330,7 +342,13 @@ def load_raw_layer(
         for collection in collections
     ]
     wait(loads)
+    return load_outcomes(collections, loads)
 
+
+def load_outcomes(
+    collections: Sequence[str], loads: Sequence[PrefectFuture[LoadReport]]
+) -> tuple[list[LoadReport], dict[str, str], dict[str, tuple[int, float]]]:
+    """The reports of the loads that completed, the failures' reasons and the rejections."""
     reports: list[LoadReport] = []
     failures: dict[str, str] = {}
     rejections: dict[str, tuple[int, float]] = {}
