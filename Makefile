@@ -75,17 +75,22 @@ clean: ## Remove the local lakehouse, dbt output and caches (keeps .venv)
 export PAYLOAD_LAKEHOUSE_ROOT := $(CURDIR)
 PREFECT_LOCAL_API := http://127.0.0.1:$(PREFECT_PORT)/api
 WORK_POOL ?= local-process
+# The global concurrency limit every run holds while it writes (LAKEHOUSE_WRITER_LIMIT).
+WRITER_LIMIT ?= lakehouse-writer
 # Environment of the worker's flow runs (Payload URL, credentials...): the demo API by default.
 WORKER_ENV ?= deployments/env/local-demo.env
 
 server: install ## Start a local Prefect server on 127.0.0.1:$(PREFECT_PORT) (UI + API)
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-deploy: install ## Create the work pool and every deployment in prefect.yaml on the local server
+deploy: install ## Create the work pool, every deployment in prefect.yaml and the lakehouse-writer limit
 	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect work-pool inspect $(WORK_POOL) >/dev/null 2>&1 \
 	  || PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect work-pool create $(WORK_POOL) --type process \
 	       --base-job-template deployments/work-pools/process.json
 	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect --no-prompt deploy --all
+# One writer at a time across every deployment (flows/orchestration/writer_slot.py).
+	PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect gcl inspect $(WRITER_LIMIT) >/dev/null 2>&1 \
+	  || PREFECT_API_URL=$(PREFECT_LOCAL_API) $(VENV)/bin/prefect gcl create $(WRITER_LIMIT) --limit 1
 
 worker: install ## Start a process worker for the local-process pool (env from $(WORKER_ENV))
 	set -a; [ -f "$(WORKER_ENV)" ] && . "$(WORKER_ENV)"; set +a; \

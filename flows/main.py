@@ -24,13 +24,14 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,flows")
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -71,7 +72,9 @@ from flows.orchestration.tasks import (
     load_collection_task,
     prepare_lakehouse_task,
     publish_marts_task,
+    source_freshness_task,
 )
+from flows.orchestration.writer_slot import lakehouse_writer
 from flows.settings import (
     ALL_COLLECTIONS,
     COLLECTION_TABLES,
@@ -81,6 +84,7 @@ from flows.settings import (
     load_settings,
 )
 from flows.transform.dbt_project import applied_environment
+from flows.transform.lock import duckdb_lock
 
 
 class PipelineError(RuntimeError):
@@ -133,93 +137,55 @@ def payload_lakehouse(
         force_deletes: let a reconcile / full refresh delete more than LOAD_MAX_DELETE_SHARE.
     """
     keep_prefect_log_format()  # undo a dlt formatter left on Prefect's handler in this process
-    logger = get_run_logger()
     overrides: dict[str, Any] = {"dbt_target": dbt_target} if dbt_target else {}
     overrides.update({"load_force_deletes": True} if force_deletes else {})
     settings = run_settings(**overrides)
-    selected = list(settings.payload_collections if collections is None else collections)
-    unknown = sorted(set(selected) - set(ALL_COLLECTIONS))
-    if unknown:
-        raise ConfigError(
-            f"unknown collection(s) {unknown}; expected a subset of {', '.join(ALL_COLLECTIONS)}"
+    selected = selected_collections(settings, collections)
+    # One writer at a time across every deployment and CLI run (flows/orchestration/writer_slot.py).
+    with lakehouse_writer(settings):
+        reports, failures, rejections = load_raw_layer(
+            settings, selected, LoadMode(mode), since, change_id
         )
-
-    reports, failures, rejections = load_raw_layer(
-        settings, selected, LoadMode(mode), since, change_id
-    )
-
-    wants_dbt = run_dbt and (bool(reports) or not selected)
-    dbt_will_run = wants_dbt and (not failures or allow_partial)
-    dbt_not_run: str | None = None  # why dbt did not run (a sentence for the summary)
-    if not run_dbt:
-        dbt_not_run = "dbt was skipped: the run was started with run_dbt=false"
-    elif not wants_dbt:
-        dbt_not_run = "dbt did not run: nothing was loaded (every collection failed)"
-    elif not dbt_will_run:
-        dbt_not_run = (
-            f"dbt did not run: the raw layer is partial ({', '.join(sorted(failures))} failed); "
-            "allow_partial=true builds on it anyway"
-        )
-    if selected:
-        follow_up: DbtFollowUp = (
-            "running" if dbt_will_run else "blocked" if run_dbt and failures else "skipped"
-        )
-        emit_raw_loaded(
-            settings.iceberg_namespace,
-            reports,
-            sorted(failures),
-            dbt=follow_up,
-            asset_keys={c: raw_table_key(settings, c) for c in selected},
-        )
-    publish_load_table(reports, failures, rejections)
-    if wants_dbt and not dbt_will_run:
-        logger.warning("%s", dbt_not_run)
-
-    dbt_summary: dict[str, Any] | None = None
-    marts: list[str] = []
-    mart_table: list[MartRow] = []
-    metrics: dict[str, Any] | None = None
-    report: str | None = None  # the report's path, or why it was not rendered
-    report_path: str | None = None
-    if dbt_will_run:
-        loaded = [report.collection for report in reports]
-        select = dbt_select if dbt_select else (downstream_selector(loaded) if selected else None)
-        dbt_state = dbt_build(select=select, dbt_target=str(settings.dbt_target), return_state=True)
-        if dbt_state.is_completed():
-            dbt_summary = dbt_state.result()
-            # Local target: the marts are copied into Iceberg; on Trino dbt built them there.
-            published = publish_marts_task(str(settings.dbt_target))
-            marts = published or list(dbt_summary.get("marts", []))
-            previous = previous_mart_counts()
-            mart_table = mart_rows(describe_marts_task(str(settings.dbt_target), marts), previous)
-            publish_mart_table(mart_table)
-            metrics = headline_metrics_task(str(settings.dbt_target))
-            emit_marts_built(
-                settings.iceberg_marts_namespace,
-                {mart: table_asset_key(settings, *mart.split(".", 1)) for mart in marts},
-                {
-                    **{k: dbt_summary[k] for k in ("command", "select", "target", "nodes")},
-                    "statuses": dbt_summary["statuses"],
-                    "snapshot_ids": {row.mart: row.snapshot_id for row in mart_table},
-                    "rows": {row.mart: row.rows for row in mart_table},
-                },
+        plan = plan_dbt(run_dbt, selected, reports, failures, allow_partial)
+        if selected:
+            emit_raw_loaded(
+                settings.iceberg_namespace,
+                reports,
+                sorted(failures),
+                dbt=plan.follow_up,
+                asset_keys={c: raw_table_key(settings, c) for c in selected},
             )
-            report_path, report = render_report(settings)
-        else:
-            failures["dbt build"] = failure_reason(dbt_state)
-            dbt_not_run = f"dbt failed: {failures['dbt build']}"
+        publish_load_table(reports, failures, rejections)
+        if plan.blocked:
+            get_run_logger().warning("%s", plan.not_run)
+        marts = MartsOutcome(not_run=plan.not_run)
+        if plan.will_run:
+            marts = build_marts(settings, selected, reports, dbt_select)
+            if marts.failure:
+                failures["dbt build"] = marts.failure
+    return report_run(settings, str(mode), reports, failures, marts)
 
+
+def report_run(
+    settings: Settings,
+    mode: str,
+    reports: Sequence[LoadReport],
+    failures: Mapping[str, str],
+    marts: MartsOutcome,
+) -> dict[str, Any]:
+    """Publish the summary artifact; raise PipelineError naming every failure, else return the
+    run's result."""
     publish_summary(
         summary_markdown(
-            mode=str(mode),
+            mode=mode,
             reports=reports,
             failures=failures,
-            dbt_summary=dbt_summary,
-            dbt_not_run=dbt_not_run,
-            marts=mart_table,
-            metrics=metrics,
+            dbt_summary=marts.summary,
+            dbt_not_run=marts.not_run,
+            marts=marts.table,
+            metrics=marts.metrics,
             settings=settings,
-            report_line=report,
+            report_line=marts.report_line,
         )
     )
     if failures:
@@ -232,10 +198,115 @@ def payload_lakehouse(
         "collections": [report.collection for report in reports],
         "documents_read": sum(report.documents_read for report in reports),
         "committed": [report.collection for report in reports if report.committed],
-        "dbt": dbt_summary,
-        "marts": marts,
-        "report": report_path,
+        "dbt": marts.summary,
+        "marts": marts.names,
+        "report": marts.report_path,
     }
+
+
+def selected_collections(settings: Settings, collections: list[str] | None) -> list[str]:
+    """The collections to load: the parameter, else PAYLOAD_COLLECTIONS; unknown slugs refused."""
+    selected = list(settings.payload_collections if collections is None else collections)
+    unknown = sorted(set(selected) - set(ALL_COLLECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown collection(s) {unknown}; expected a subset of {', '.join(ALL_COLLECTIONS)}"
+        )
+    return selected
+
+
+@dataclass(frozen=True)
+class DbtPlan:
+    will_run: bool
+    blocked: bool  # dbt was wanted but a failed collection stops it
+    follow_up: DbtFollowUp  # the raw.loaded event's label
+    not_run: str | None  # why dbt does not run (a sentence for the summary)
+
+
+def plan_dbt(
+    run_dbt: bool,
+    selected: Sequence[str],
+    reports: Sequence[LoadReport],
+    failures: Mapping[str, str],
+    allow_partial: bool,
+) -> DbtPlan:
+    """Whether dbt runs after the loads, and if not, why."""
+    wants = run_dbt and (bool(reports) or not selected)
+    will_run = wants and (not failures or allow_partial)
+    not_run: str | None = None
+    if not run_dbt:
+        not_run = "dbt was skipped: the run was started with run_dbt=false"
+    elif not wants:
+        not_run = "dbt did not run: nothing was loaded (every collection failed)"
+    elif not will_run:
+        not_run = (
+            f"dbt did not run: the raw layer is partial ({', '.join(sorted(failures))} failed); "
+            "allow_partial=true builds on it anyway"
+        )
+    follow_up: DbtFollowUp = (
+        "running" if will_run else "blocked" if run_dbt and failures else "skipped"
+    )
+    return DbtPlan(will_run, wants and not will_run, follow_up, not_run)
+
+
+@dataclass
+class MartsOutcome:
+    summary: dict[str, Any] | None = None
+    names: list[str] = field(default_factory=list)
+    table: list[MartRow] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    failure: str | None = None
+    not_run: str | None = None
+    report_path: str | None = None  # the analytics report's HTML page
+    report_line: str | None = None  # where the report is, or why it was not rendered
+
+
+def build_marts(
+    settings: Settings,
+    selected: Sequence[str],
+    reports: Sequence[LoadReport],
+    dbt_select: str | None,
+) -> MartsOutcome:
+    """`dbt build`, then (local target) publish the marts, describe them, emit marts.built.
+
+    On the local target the whole step holds the DuckDB file's lock (flows/transform/lock.py),
+    which also keeps out builds that do not go through this flow's writer slot."""
+    loaded = [report.collection for report in reports]
+    select = dbt_select if dbt_select else (downstream_selector(loaded) if selected else None)
+    target = str(settings.dbt_target)
+    local = settings.dbt_target is DbtTarget.LOCAL
+    with duckdb_lock(settings) if local else nullcontext():
+        dbt_state = dbt_build(select=select, dbt_target=target, return_state=True)
+        if not dbt_state.is_completed():
+            reason = failure_reason(dbt_state)
+            return MartsOutcome(failure=reason, not_run=f"dbt failed: {reason}")
+        summary: dict[str, Any] = dbt_state.result()
+        # Local target: the marts are copied into Iceberg; on Trino dbt built them there.
+        published = publish_marts_task(target)
+        names = published or list(summary.get("marts", []))
+        previous = previous_mart_counts()
+        table = mart_rows(describe_marts_task(target, names), previous)
+        publish_mart_table(table)
+        metrics = headline_metrics_task(target)
+    emit_marts_built(
+        settings.iceberg_marts_namespace,
+        {mart: table_asset_key(settings, *mart.split(".", 1)) for mart in names},
+        {
+            **{k: summary[k] for k in ("command", "select", "target", "nodes")},
+            "statuses": summary["statuses"],
+            "snapshot_ids": {row.mart: row.snapshot_id for row in table},
+            "rows": {row.mart: row.rows for row in table},
+        },
+    )
+    report_path, report_line = render_report(settings)
+    return MartsOutcome(
+        summary=summary,
+        names=names,
+        table=table,
+        metrics=metrics,
+        report_path=report_path,
+        report_line=report_line,
+    )
 
 
 def render_report(settings: Settings) -> tuple[str | None, str | None]:
@@ -281,6 +352,8 @@ def load_raw_layer(
     # One identity request to the source for all collections (part of the cache key).
     source = source_identifier(settings, probe=True)
     versions = lakehouse_state.with_options(**storage_options)(collections, lakehouse)
+    # A cached load is reused only if Payload still answers as it did (one request each).
+    freshness = source_freshness_task(collections, mode, source, versions)
     # One task per collection, each materializing its raw table's asset (the key dbt's asset
     # events use for the same table), all running in parallel on the thread pool.
     loads = [
@@ -296,11 +369,18 @@ def load_raw_layer(
             asset_key=raw_table_key(settings, collection),
             change_id=change_id,
             force_deletes=settings.load_force_deletes,
+            freshness=freshness[collection],
         )
         for collection in collections
     ]
     wait(loads)
+    return load_outcomes(collections, loads)
 
+
+def load_outcomes(
+    collections: Sequence[str], loads: Sequence[PrefectFuture[LoadReport]]
+) -> tuple[list[LoadReport], dict[str, str], dict[str, tuple[int, float]]]:
+    """The reports of the loads that completed, the failures' reasons and the rejections."""
     reports: list[LoadReport] = []
     failures: dict[str, str] = {}
     rejections: dict[str, tuple[int, float]] = {}

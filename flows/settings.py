@@ -228,6 +228,24 @@ class Settings(BaseSettings):
         description="TEST ONLY (reliability scenarios 15-19): `<point>:<collection>`, see "
         "flows/lakehouse/fault_hook.py. Never set it in production.",
     )
+    lakehouse_writer_limit: str = Field(
+        default="lakehouse-writer",
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Prefect global concurrency limit (1 slot) every run holds while it loads "
+        "and builds the marts, so runs of any deployment or the CLI never write at once; "
+        "created if missing. Empty = no limit (runs may overlap).",
+    )
+    lakehouse_writer_timeout_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="How long a run waits for the lakehouse-writer slot before it fails.",
+    )
+    duckdb_lock_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a local dbt build waits for another build on the same DuckDB "
+        "file (a file lock next to it) before it fails.",
+    )
 
     @field_validator("payload_depth")
     @classmethod

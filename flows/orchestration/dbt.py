@@ -3,12 +3,19 @@
 Retries follow prefect-dbt's recommendation for `PrefectDbtRunner` (its node tasks are not
 retried or cached individually): retry the *flow* and, on a retry, invoke `dbt retry`, which
 re-executes only the nodes that failed or were skipped in the previous invocation (from
-`target/run_results.json`) with the previous selection. When no previous results exist (dbt
-failed before running a node, e.g. a connection error), the retry runs the build again.
+`run_results.json`) with the previous selection.
+
+Each dbt-build flow run has its own target path, `<lakehouse>/dbt/target/runs/<flow run id>`
+(its retries share it), so `dbt retry` only ever reads results written by *this* run. When the
+first attempt failed before dbt wrote any (e.g. the catalog or the DuckDB file was unavailable),
+the retry runs the build again: reading an earlier run's all-success results instead would
+retry zero nodes and report success without building anything. The newest RUNS_KEPT run
+folders are kept; dbt's partial-parse cache is carried from one run folder to the next.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -27,6 +34,9 @@ FAILED_STATUSES = {"error", "fail", "runtime error"}
 # Node types that build a relation, and how many of the slowest to report.
 BUILDING_TYPES = {"model", "seed", "snapshot"}
 SLOWEST_COUNT = 5
+# Run folders kept under <target>/runs (the others are deleted), and dbt's parse cache file.
+RUNS_KEPT = 5
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
 class DbtBuildError(RuntimeError):
@@ -104,6 +114,33 @@ def run_results_exist(target_path: Path) -> bool:
     return (target_path / "run_results.json").exists()
 
 
+def run_target_path(base: Path, run_id: str) -> Path:
+    """This run's dbt target folder under `base/runs`, created with the newest parse cache;
+    older run folders beyond RUNS_KEPT are removed."""
+    runs = base / "runs"
+    path = runs / run_id
+    if not path.exists():
+        path.mkdir(parents=True)
+        cache = base / PARTIAL_PARSE_FILE
+        if cache.exists():
+            shutil.copy2(cache, path / PARTIAL_PARSE_FILE)
+    others = sorted(
+        (p for p in runs.iterdir() if p.is_dir() and p != path),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for stale in others[RUNS_KEPT - 1 :]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+def keep_parse_cache(run_path: Path, base: Path) -> None:
+    """Hand this run's parse cache on to the next run (dbt re-parses only changed files)."""
+    cache = run_path / PARTIAL_PARSE_FILE
+    if cache.exists():
+        shutil.copy2(cache, base / PARTIAL_PARSE_FILE)
+
+
 def _run_name() -> str:
     """`dbt-build (local)`: a name that says what the subflow is, not a random one."""
     target = flow_run.parameters.get("dbt_target") or "default target"
@@ -117,13 +154,17 @@ def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[
     target = str(settings.dbt_target)
     logger = get_run_logger()
     environment = dbt_environment(settings)
-    # dbt's artifacts live under LAKEHOUSE_DIR (one set per lakehouse); `dbt retry` reads the
-    # previous attempt's run_results.json from there.
-    target_path = Path(environment["DBT_TARGET_PATH"])
+    # dbt's artifacts live under LAKEHOUSE_DIR, one folder per dbt-build run: `dbt retry` reads
+    # this run's previous attempt's run_results.json, never an earlier run's.
+    base = Path(environment["DBT_TARGET_PATH"])
+    target_path = run_target_path(base, str(flow_run.get_id() or "no-run-id"))
+    environment["DBT_TARGET_PATH"] = str(target_path)
     dbt_settings = PrefectDbtSettings(
         project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=target_path
     )
     retrying = flow_run.run_count > 1 and run_results_exist(target_path)
+    if flow_run.run_count > 1 and not retrying:
+        logger.info("The previous attempt left no run results: running the build again")
     if retrying:
         args, command = ["retry", "--target", target], "retry"
     else:
@@ -134,6 +175,7 @@ def dbt_build(select: str | None = None, dbt_target: str | None = None) -> dict[
     with applied_environment(environment):
         runner = PrefectDbtRunner(settings=dbt_settings, raise_on_failure=False)
         result = runner.invoke(args)
+    keep_parse_cache(target_path, base)
     summary = summarise(result, command, select, target, settings.iceberg_marts_namespace)
     if not result.success:
         cause = getattr(result, "exception", None)

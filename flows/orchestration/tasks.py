@@ -30,6 +30,7 @@ from flows.orchestration.artifacts import publish_report
 from flows.orchestration.blocks import run_settings
 from flows.orchestration.caching import LOAD_CACHE_POLICY, STATE_CACHE_POLICY
 from flows.orchestration.events import emit_collection_loaded, report_payload
+from flows.orchestration.freshness import source_freshness
 from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.retries import retry_if_transient
 from flows.report.render import build_report
@@ -89,6 +90,20 @@ def lakehouse_state(collections: Sequence[str], lakehouse: str) -> dict[str, str
     return {collection: table_state(settings, collection) for collection in collections}
 
 
+@task(
+    name="probe-source-freshness",
+    task_run_name="probe-source-freshness",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def source_freshness_task(
+    collections: Sequence[str], mode: LoadMode, source: str, table_states: dict[str, str]
+) -> dict[str, str]:
+    """What Payload says changed since each table's cursor (one request per collection), for the
+    load cache keys: never cached itself, so every run and every retry asks again."""
+    return source_freshness(run_settings(), mode, source, table_states, collections)
+
+
 def load_collection(
     collection: str,
     mode: LoadMode,
@@ -99,11 +114,13 @@ def load_collection(
     asset_key: str,
     change_id: str | None = None,
     force_deletes: bool = False,
+    freshness: str | None = None,
 ) -> LoadReport:
     """Extract one Payload collection and commit it to its Iceberg table (one atomic commit).
 
-    `table_state`, `source`, `lakehouse` and `change_id` are not needed to load: they are part of
-    the cache key (same pre-load state of the same table from the same source -> same result).
+    `table_state`, `source`, `lakehouse`, `change_id` and `freshness` are not needed to load:
+    they are part of the cache key (same pre-load state of the same table from the same source,
+    which answers the freshness probe as before -> same result; flows/orchestration/freshness.py).
     `asset_key` names the raw table as dbt's asset events do (flows/orchestration/assets.py).
     """
     keep_prefect_log_format()  # before dlt initialises its logger in this process

@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from flows.settings import get_settings
@@ -22,6 +23,7 @@ from flows.transform.dbt_project import (
     publish_marts,
     run_dbt,
 )
+from flows.transform.lock import DuckDBLockTimeoutError
 
 SECRET_VARIABLES = frozenset({"TRINO_PASSWORD", "TRINO_JWT_TOKEN"})
 
@@ -43,10 +45,15 @@ def main(argv: list[str]) -> int:
         for name, value in sorted(dbt_environment(settings).items()):
             print(f"{name}={'***' if name in SECRET_VARIABLES else value}")
         return 0
+    # Our own messages (e.g. waiting for another build's DuckDB lock) on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         run_dbt(settings, argv)
     except DbtRunError as error:
         print(error, file=sys.stderr)
+        return 1
+    except DuckDBLockTimeoutError as error:
+        print(f"DuckDBLockTimeoutError: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -32,6 +32,7 @@ from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from flows.lakehouse.catalog import catalog_error, ensure_namespace, get_catalog
 from flows.lakehouse.errors import CatalogError
 from flows.settings import COLLECTION_TABLES, REPO_ROOT, DbtTarget, Settings
+from flows.transform.lock import duckdb_lock
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,17 @@ def run_dbt(
     `raise_on_failure` is false."""
     from dbt.cli.main import dbtRunner
 
-    environment = dict(env) if env is not None else dbt_environment(settings)
     command = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    with applied_environment(environment):
-        try:
-            result = dbtRunner().invoke(command)
-        finally:
-            release_dbt_duckdb()
+    # One build at a time on the DuckDB file (flows/transform/lock.py); Trino has no such file.
+    local = settings.dbt_target is DbtTarget.LOCAL
+    with duckdb_lock(settings) if local else contextlib.nullcontext():
+        # Resolved under the lock: the raw tables' current metadata, not the pre-wait one.
+        environment = dict(env) if env is not None else dbt_environment(settings)
+        with applied_environment(environment):
+            try:
+                result = dbtRunner().invoke(command)
+            finally:
+                release_dbt_duckdb()
     if raise_on_failure and not result.success:
         raise DbtRunError(f"dbt {' '.join(args)} failed: {_failure_summary(result)}")
     return result

@@ -53,7 +53,9 @@ pytestmark = pytest.mark.slow
 RunPipeline = Callable[..., tuple[Any, dict[str, str]]]
 # The first request to orders fails with a 503 (the HTTP client does not retry in these tests),
 # so the first attempt of the orders load task fails and Prefect retries it.
-FIRST_ATTEMPT_FAULTS = "503:1.0:collection=orders,max=1"
+# Two faults: the first answers the run's freshness probe of orders (which only means "load it",
+# flows/orchestration/freshness.py), the second fails the load's first attempt.
+FIRST_ATTEMPT_FAULTS = "503:1.0:collection=orders,max=2"
 
 
 def state_of(run: TaskRun) -> str:
@@ -216,9 +218,11 @@ def test_task_runs_have_plain_names(
         if run.id != dbt_run.parent_task_run_id  # the subflow itself, shown as dbt-build (local)
     }
     steps = {
+        "ensure-writer-limit",
         "ensure-request-limit",
         "prepare-lakehouse",
         "note-table-versions",
+        "probe-source-freshness",
         "publish-marts",
         "describe-marts",
         "headline-metrics",
@@ -406,7 +410,7 @@ def test_flow_retry_skips_collections_already_loaded(
     state, _env = run_pipeline(
         tmp_path / "lakehouse",
         env={"LOAD_TASK_RETRIES": "1"},
-        faults="503:1.0:collection=carts,max=2",
+        faults="503:1.0:collection=carts,max=3",  # the freshness probe, then both load attempts
         collections=["orders", "carts", "categories"],
         run_dbt=False,
         flow_retries=1,

@@ -21,8 +21,14 @@ from flows.main import main, parse_args
 from flows.orchestration.artifacts import MartRow, age, load_rows, summary_markdown
 from flows.orchestration.assets import raw_table_key, table_asset_key
 from flows.orchestration.caching import lakehouse_identifier, without_credentials
-from flows.orchestration.dbt import downstream_selector
+from flows.orchestration.dbt import (
+    PARTIAL_PARSE_FILE,
+    RUNS_KEPT,
+    downstream_selector,
+    run_target_path,
+)
 from flows.orchestration.events import COLLECTION_CHANGED, json_safe, report_payload
+from flows.orchestration.freshness import cursor_updated_at, freshness_params
 from flows.orchestration.relay import CHANGE_PATH, make_server
 from flows.settings import ALL_COLLECTIONS, load_settings
 
@@ -111,6 +117,36 @@ def test_cache_identifiers_carry_no_credentials(monkeypatch: pytest.MonkeyPatch)
     )
     settings = load_settings(iceberg_catalog_url="postgresql://user:secret@db/catalog")
     assert "secret" not in lakehouse_identifier(settings)
+
+
+def test_each_dbt_run_gets_its_own_bounded_target_folder(tmp_path: Path) -> None:
+    """A retry reads only its own run's run_results.json; the parse cache carries over."""
+    (tmp_path / "run_results.json").write_text("{}")  # an earlier layout's shared file
+    (tmp_path / PARTIAL_PARSE_FILE).write_bytes(b"cache")
+    first = run_target_path(tmp_path, "run-0")
+    assert first == tmp_path / "runs" / "run-0"
+    assert not (first / "run_results.json").exists()
+    assert (first / PARTIAL_PARSE_FILE).read_bytes() == b"cache"
+    (first / "run_results.json").write_text("{}")
+    assert run_target_path(tmp_path, "run-0") == first  # a retry: same folder, results kept
+    assert (first / "run_results.json").exists()
+    for number in range(1, RUNS_KEPT + 3):
+        time.sleep(0.01)  # distinct modification times
+        run_target_path(tmp_path, f"run-{number}")
+    kept = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(kept) == RUNS_KEPT and "run-0" not in kept, kept
+
+
+def test_freshness_probe_asks_what_is_newer_than_the_cursor() -> None:
+    state = "6512585408567331:2026-10-31T22:09:35.767Z|500"
+    assert cursor_updated_at(state) == "2026-10-31T22:09:35.767Z"
+    assert cursor_updated_at("empty") is None
+    incremental = freshness_params(LoadMode.INCREMENTAL, state)
+    assert incremental["where[updatedAt][greater_than]"] == "2026-10-31T22:09:35.767Z"
+    assert incremental["limit"] == "1" and incremental["sort"] == "-updatedAt"
+    # A reconcile or full refresh must see creates and hard deletes: the whole collection.
+    assert "where[updatedAt][greater_than]" not in freshness_params(LoadMode.RECONCILE, state)
+    assert "where[updatedAt][greater_than]" not in freshness_params(LoadMode.INCREMENTAL, "empty")
 
 
 def test_load_table_rows_and_summary() -> None:

@@ -8,19 +8,20 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from flows.demo.server import DemoServer
 
 from .harness import ADMIN_EMAIL, PAYLOAD_API_KEY, PAYLOAD_PASSWORD, LogCapture, Scenario
 from .support import TALLY
 
-TOTAL_SCENARIOS = 19
+TOTAL_SCENARIOS = 26  # 1-14 matrix, 15-19 writer races, 20-23 overlap, 24-26 ids and numbers
 _outcomes: dict[int, list[str]] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "scenario(number): a reliability-matrix scenario (1-19, see docs/proof.md)"
+        "markers", "scenario(number): a reliability-matrix scenario (1-26, see docs/proof.md)"
     )
 
 
@@ -54,10 +55,19 @@ def scenario(
         yield state
     finally:
         state.set_faults(None)
+        killed = False
         for run in state.cli_runs:
             if run.process.poll() is None:
                 run.process.kill()
                 run.process.wait(timeout=30)
+                killed = True
+        if killed:
+            # A killed run's lakehouse-writer slot stays taken in the harness's server (it runs
+            # no lease repossessor): free it, or every later scenario would wait for it.
+            matrix_client.update_global_concurrency_limit(
+                state.settings().lakehouse_writer_limit,
+                GlobalConcurrencyLimitUpdate(active_slots=0),
+            )
 
 
 @pytest.fixture

@@ -144,6 +144,8 @@ class Scenario:
             "LOAD_TASK_RETRIES": "2",
             "LOAD_TASK_RETRY_DELAY_SECONDS": "0.2",
             "PAYLOAD_REQUEST_CONCURRENCY": "9",
+            # a scenario never waits hours for another run's writer slot
+            "LAKEHOUSE_WRITER_TIMEOUT_SECONDS": "600",
             # present but unused by the embedded catalog: they must never be printed either
             "OIDC_CLIENT_ID": "reliability-client",
             "OIDC_CLIENT_SECRET": OIDC_CLIENT_SECRET,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.demo.server import DemoServer, malformed_id
@@ -243,6 +244,10 @@ def test_08_sigkill_during_a_load_then_rerun(scenario: Scenario, logs: LogCaptur
     # the test harness's server runs no services, so free them now, as `prefect
     # concurrency-limit reset payload-api` would.
     scenario.client.reset_concurrency_limit_by_tag(PAYLOAD_API_TAG)
+    # Likewise the killed run's lakehouse-writer slot (flows/orchestration/writer_slot.py).
+    scenario.client.update_global_concurrency_limit(
+        scenario.settings().lakehouse_writer_limit, GlobalConcurrencyLimitUpdate(active_slots=0)
+    )
 
     rerun = scenario.start_cli("--skip-dbt", name="rerun")
     assert rerun.wait(timeout=600) == 0, rerun.output[-3000:]
