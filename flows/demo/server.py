@@ -1101,6 +1101,8 @@ class DemoServer:
                 "number": float,
                 "boolean": bool,
                 "json": lambda value: {"value": value},
+                # A whole number gets a fraction (JavaScript has one number type): 3 -> 3.5.
+                "fraction": lambda value: float(value) + 0.5,
             }
             target = str(data.get("to", "string"))
             if target not in converters:
