@@ -46,6 +46,7 @@ from flows.lakehouse.writer import (
 )
 from flows.settings import Settings
 from flows.source.errors import KeysetStalledError, PayloadError
+from flows.source.ids import DocId
 from flows.source.paginator import Cursor, last_valid_cursor
 from flows.source.payload import PayloadClient, collection_resource, format_since, prefetched
 
@@ -318,7 +319,7 @@ def _unchanged(extract: _Extract, cursor_before: Cursor | None) -> bool:
     )
 
 
-def _all_ids(client: PayloadClient, collection: str) -> set[int]:
+def _all_ids(client: PayloadClient, collection: str) -> set[DocId]:
     try:
         return client.all_ids(collection)
     except Exception as error:

@@ -59,6 +59,7 @@ from flows.lakehouse.schema import (
     kind_of_iceberg_field,
     new_table_schema,
 )
+from flows.source.ids import DocId
 from flows.source.paginator import Cursor
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class WritePlan:
     data: pa.Table | None  # deduplicated rows (None/empty: nothing read)
     load_id: str
     replace_all: bool = False  # full refresh
-    reconcile_ids: set[int] | None = None  # reconcile: every id that exists upstream
+    reconcile_ids: set[DocId] | None = None  # reconcile: every id that exists upstream
     cursor_after: Cursor | None = None
     source: str | None = None  # the source's identity, recorded with the cursor
 

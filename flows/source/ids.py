@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 DocId = int | str
 
@@ -45,7 +45,7 @@ _DESCRIPTIONS = {
 }
 
 
-def is_valid_id(value: Any, id_type: IdType) -> bool:
+def is_valid_id(value: Any, id_type: IdType) -> TypeGuard[DocId]:
     """Whether `value` is a document id of the store's id type (as Payload sends it)."""
     if id_type is IdType.INT:
         return isinstance(value, int) and not isinstance(value, bool)
