@@ -195,7 +195,7 @@ def computed_values(server: DemoServer, collection: str) -> dict[int, dict[str, 
     return {
         doc["id"]: {key: doc.get(key) for key in fields}
         for doc in response.json()["docs"]
-        if isinstance(doc.get("id"), int)
+        if isinstance(doc.get("id"), int | str)
     }
 
 
@@ -520,7 +520,7 @@ def assert_marts_invariants(
     for order in orders:
         customer = order.get("customer")
         if (
-            isinstance(customer, int)
+            isinstance(customer, int | str)
             and order.get("status") in REVENUE_STATUSES
             and customer in customers
         ):

@@ -45,6 +45,7 @@ def demo_settings(lakehouse_dir: Path, server: DemoServer) -> Settings:
         payload_email="admin@example.com",
         payload_password="demo-password",
         dbt_target="local",
+        payload_id_type=server.store.id_type,
     )
 
 
@@ -54,7 +55,7 @@ def loaded_lakehouse(
 ) -> Iterator[Lakehouse]:
     """Small demo store (plus one customer who never ordered) served over HTTP (own Store:
     tests may change it), fully loaded into a fresh local lakehouse by flows.lakehouse.load."""
-    store = Store(demo_dataset_small.collections, demo_dataset_small.reference_time)
+    store = demo_dataset_small.store()
     # The generator gives every customer an order; add a sign-up who never ordered, the one
     # kind of customer that must end up without a segment.
     store.create(

@@ -49,7 +49,7 @@ def write_raw_tables(
         docs = list(collections.get(collection, []))
         if collection == "carts":
             docs = with_cart_status(docs, now)
-        converter = DocumentConverter.for_collection(collection)
+        converter = DocumentConverter.for_collection(collection, id_type=settings.payload_id_type)
         page = converter.convert(docs, load_id="fixture", loaded_at_micros=loaded_at)
         assert not page.rejected, page.rejected[:3]
         identifier = f"{settings.iceberg_namespace}.{table_name}"
