@@ -10,17 +10,22 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 
 from flows.demo.server import DemoServer
+from flows.source.ids import IdType
 
 from .harness import ADMIN_EMAIL, PAYLOAD_API_KEY, PAYLOAD_PASSWORD, LogCapture, Scenario
 from .support import TALLY
 
-TOTAL_SCENARIOS = 14
+TOTAL_SCENARIOS = 17  # 1-14 (test_matrix.py) and 24-26 (test_ids_numbers.py)
 _outcomes: dict[int, list[str]] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "scenario(number): a reliability-matrix scenario (1-14, see docs/proof.md)"
+        "markers",
+        "scenario(number): a reliability-matrix scenario (1-14, 24-26, see docs/proof.md)",
+    )
+    config.addinivalue_line(
+        "markers", "id_type(type): the scenario's demo store has these ids (default: the tests')"
     )
 
 
@@ -37,10 +42,16 @@ def scenario(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     logs: LogCapture,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Scenario]:
     """A fresh demo API (small preset, its own store) and a fresh lakehouse."""
+    marker = request.node.get_closest_marker("id_type")
+    id_type = {"id_type": IdType(marker.args[0])} if marker is not None else {}
     server = make_demo_server(
-        admin_email=ADMIN_EMAIL, admin_password=PAYLOAD_PASSWORD, api_key=PAYLOAD_API_KEY
+        admin_email=ADMIN_EMAIL,
+        admin_password=PAYLOAD_PASSWORD,
+        api_key=PAYLOAD_API_KEY,
+        **id_type,
     )
     monkeypatch.chdir(tmp_path)
     state = Scenario(
