@@ -186,46 +186,116 @@ def _read_pages(
     return extract
 
 
-def _refuse_rejections(
-    catalog: Catalog,
-    settings: Settings,
-    collection: str,
-    identifier: str,
-    extract: _Extract,
-    load_id: str,
-    loaded_at: int,
-) -> None:
+@dataclass
+class _Load:
+    """One load of one collection: where it writes, and the table as it was when it began."""
+
+    settings: Settings
+    collection: str
+    mode: LoadMode
+    identifier: str
+    catalog: Catalog
+    table: Table | None  # None: not created yet
+    converter: DocumentConverter
+    load_id: str = field(default_factory=_new_load_id)
+    loaded_at: int = field(default_factory=lambda: int(datetime.now(UTC).timestamp() * 1_000_000))
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def cursor_before(self) -> Cursor | None:
+        return read_cursor(self.table)
+
+
+def _begin(settings: Settings, collection: str, mode: LoadMode) -> _Load:
+    identifier = table_identifier(settings, collection)
+    catalog = get_catalog(settings)
+    table = _existing_table(catalog, settings, identifier)
+    converter = DocumentConverter.for_collection(
+        collection, existing_kinds(table.schema()) if table is not None else None
+    )
+    return _Load(settings, collection, mode, identifier, catalog, table, converter)
+
+
+def _refuse_rejections(load: _Load, extract: _Extract) -> None:
     """Above the rejection ceiling (or when the read could not advance): keep the rejects in
     `_rejected`, then fail without committing anything to the collection's table."""
     if not extract.rejected and extract.stalled is None:
         return
     summary = summarise(extract.rejected, extract.documents_read)
-    above = 0 < settings.load_max_rejected_share < summary.share
-    if not above and extract.stalled is None:
+    ceiling = load.settings.load_max_rejected_share
+    if not 0 < ceiling < summary.share and extract.stalled is None:
         return  # recorded just before the commit, with the good documents
     if extract.rejected:
-        _record(catalog, settings, collection, identifier, extract, load_id, loaded_at)
+        _record(load, extract)
     stopped = str(extract.stalled) if extract.stalled is not None else None
-    check_ceiling(collection, identifier, summary, settings.load_max_rejected_share, stopped)
+    check_ceiling(load.collection, load.identifier, summary, ceiling, stopped)
     assert extract.stalled is not None
     raise extract.stalled
 
 
-def _record(
-    catalog: Catalog,
-    settings: Settings,
-    collection: str,
-    identifier: str,
-    extract: _Extract,
-    load_id: str,
-    loaded_at: int,
-) -> None:
+def _record(load: _Load, extract: _Extract) -> None:
+    settings = load.settings
     try:
         record_rejects(
-            catalog, settings.iceberg_namespace, collection, extract.rejected, load_id, loaded_at
+            load.catalog,
+            settings.iceberg_namespace,
+            load.collection,
+            extract.rejected,
+            load.load_id,
+            load.loaded_at,
         )
     except Exception as error:
-        raise catalog_error(settings, f"record the rejects of {identifier} in", error) from error
+        where = f"record the rejects of {load.identifier} in"
+        raise catalog_error(settings, where, error) from error
+
+
+@dataclass
+class _Read:
+    """Everything read from Payload for one load."""
+
+    source: str  # the identity of the Payload read
+    extract: _Extract
+    alive_ids: set[int] | None  # reconcile: every id upstream
+
+
+def _read_source(load: _Load, since: datetime | None) -> _Read:
+    """Read the collection (and for a reconcile every id), refusing too many rejects."""
+    client = PayloadClient.from_settings(load.settings)
+    try:
+        source = probe_source_identity(client.session, client.base_url)
+        if load.mode is not LoadMode.FULL_REFRESH:  # a full refresh replaces the table
+            check_source(load.collection, load.identifier, read_source(load.table), source)
+        start = _start_position(load.settings, load.mode, since, load.cursor_before)
+        extract = _read_pages(
+            client, load.collection, load.converter, start, load.load_id, load.loaded_at
+        )
+        _refuse_rejections(load, extract)
+        alive = _all_ids(client, load.collection) if load.mode is LoadMode.RECONCILE else None
+    finally:
+        client.close()
+    return _Read(source, extract, alive)
+
+
+def _write(load: _Load, read: _Read) -> WriteResult:
+    """Keep the rejects, then commit the documents and the cursor in one commit."""
+    if read.extract.rejected:
+        _record(load, read.extract)
+    plan = WritePlan(
+        collection=load.collection,
+        fields=load.converter.iceberg_fields(),
+        data=read.extract.data,
+        load_id=load.load_id,
+        replace_all=load.mode is LoadMode.FULL_REFRESH,
+        reconcile_ids=read.alive_ids,
+        cursor_after=read.extract.last_cursor,
+        source=read.source,
+    )
+    try:
+        return write(load.catalog, load.identifier, plan)
+    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError):
+        raise
+    except Exception as error:
+        raise catalog_error(load.settings, f"write {load.identifier} to", error) from error
 
 
 def load_collection(
@@ -241,66 +311,13 @@ def load_collection(
     RejectionCeilingError (too many documents rejected), SchemaEvolutionError, CatalogError;
     in every case nothing is committed to the table.
     """
-    started = time.perf_counter()
-    mode = LoadMode(mode)
-    identifier = table_identifier(settings, collection)
-    load_id = _new_load_id()
-    loaded_at = int(datetime.now(UTC).timestamp() * 1_000_000)
-
-    catalog = get_catalog(settings)
-    table = _existing_table(catalog, settings, identifier)
-    cursor_before = read_cursor(table)
-    converter = DocumentConverter.for_collection(
-        collection, existing_kinds(table.schema()) if table is not None else None
-    )
-
-    client = PayloadClient.from_settings(settings)
-    try:
-        source = probe_source_identity(client.session, client.base_url)
-        if mode is not LoadMode.FULL_REFRESH:  # a full refresh replaces the table: any source
-            check_source(collection, identifier, read_source(table), source)
-        start = _start_position(settings, mode, since, cursor_before)
-        extract = _read_pages(client, collection, converter, start, load_id, loaded_at)
-        _refuse_rejections(catalog, settings, collection, identifier, extract, load_id, loaded_at)
-        alive_ids = _all_ids(client, collection) if mode is LoadMode.RECONCILE else None
-    finally:
-        client.close()
-
-    if mode is LoadMode.INCREMENTAL and table is not None and _unchanged(extract, cursor_before):
+    load = _begin(settings, collection, LoadMode(mode))
+    read = _read_source(load, since)
+    if _unchanged(load, read.extract):
         # Nothing changed upstream: no commit, and no second catalog round trip.
-        snapshot = table.current_snapshot()
-        return _report(
-            collection,
-            identifier,
-            mode,
-            extract.documents_read,
-            cursor_before,
-            started,
-            snapshot_id=snapshot.snapshot_id if snapshot else None,
-            source=source,
-        )
-
-    if extract.rejected:
-        _record(catalog, settings, collection, identifier, extract, load_id, loaded_at)
-    plan = WritePlan(
-        collection=collection,
-        fields=converter.iceberg_fields(),
-        data=extract.data,
-        load_id=load_id,
-        replace_all=mode is LoadMode.FULL_REFRESH,
-        reconcile_ids=alive_ids,
-        cursor_after=extract.last_cursor,
-        source=source,
-    )
-    try:
-        result = write(catalog, identifier, plan)
-    except (SchemaEvolutionError, CommitConflictError, SourceMismatchError):
-        raise
-    except Exception as error:
-        raise catalog_error(settings, f"write {identifier} to", error) from error
-    return _committed_report(
-        collection, identifier, mode, extract, cursor_before, result, started, source
-    )
+        return _unchanged_report(load, read)
+    result = _write(load, read)
+    return _committed_report(load, read, result)
 
 
 def _existing_table(catalog: Catalog, settings: Settings, identifier: str) -> Table | None:
@@ -310,10 +327,14 @@ def _existing_table(catalog: Catalog, settings: Settings, identifier: str) -> Ta
         raise catalog_error(settings, "read", error) from error
 
 
-def _unchanged(extract: _Extract, cursor_before: Cursor | None) -> bool:
-    """The read found nothing new: no document, no reject, the cursor where it was."""
+def _unchanged(load: _Load, extract: _Extract) -> bool:
+    """An incremental read of an existing table found nothing new: no document, no reject,
+    the cursor where it was."""
+    cursor_before = load.cursor_before
     return (
-        extract.data is None
+        load.mode is LoadMode.INCREMENTAL
+        and load.table is not None
+        and extract.data is None
         and not extract.rejected
         and (extract.last_cursor is None or extract.last_cursor == cursor_before)
     )
@@ -326,22 +347,15 @@ def _all_ids(client: PayloadClient, collection: str) -> set[DocId]:
         raise _unwrap_extract_error(error) from None
 
 
-def _committed_report(
-    collection: str,
-    identifier: str,
-    mode: LoadMode,
-    extract: _Extract,
-    cursor_before: Cursor | None,
-    result: WriteResult,
-    started: float,
-    source: str,
-) -> LoadReport:
-    read = extract.documents_read
+def _committed_report(load: _Load, read: _Read, result: WriteResult) -> LoadReport:
+    extract = read.extract
+    count = extract.documents_read
+    cursor_before = load.cursor_before
     report = LoadReport(
-        collection=collection,
-        table=identifier,
-        mode=mode.value,
-        documents_read=read,
+        collection=load.collection,
+        table=load.identifier,
+        mode=load.mode.value,
+        documents_read=count,
         inserted=result.inserted,
         updated=result.updated,
         deleted=result.deleted,
@@ -350,16 +364,16 @@ def _committed_report(
         cursor_after=result.cursor_after.encode() if result.cursor_after else None,
         snapshot_id=result.snapshot_id,
         committed=result.committed,
-        seconds=round(time.perf_counter() - started, 3),
-        rejected_share=round(len(extract.rejected) / read, 4) if read else 0.0,
-        source=source,
+        seconds=round(time.perf_counter() - load.started, 3),
+        rejected_share=round(len(extract.rejected) / count, 4) if count else 0.0,
+        source=read.source,
     )
     log.info(
         "%s -> %s (%s): read %d, +%d ~%d -%d, rejected %d (%.1f%%), committed=%s in %.2fs",
-        collection,
-        identifier,
-        mode.value,
-        read,
+        load.collection,
+        load.identifier,
+        load.mode.value,
+        count,
         report.inserted,
         report.updated,
         report.deleted,
@@ -371,32 +385,24 @@ def _committed_report(
     return report
 
 
-def _report(
-    collection: str,
-    identifier: str,
-    mode: LoadMode,
-    documents_read: int,
-    cursor_before: Cursor | None,
-    started: float,
-    snapshot_id: int | None,
-    source: str | None = None,
-) -> LoadReport:
-    cursor = cursor_before.encode() if cursor_before else None
+def _unchanged_report(load: _Load, read: _Read) -> LoadReport:
+    cursor = load.cursor_before.encode() if load.cursor_before else None
+    snapshot = load.table.current_snapshot() if load.table is not None else None
     return LoadReport(
-        collection=collection,
-        table=identifier,
-        mode=mode.value,
-        documents_read=documents_read,
+        collection=load.collection,
+        table=load.identifier,
+        mode=load.mode.value,
+        documents_read=read.extract.documents_read,
         inserted=0,
         updated=0,
         deleted=0,
         rejected=0,
         cursor_before=cursor,
         cursor_after=cursor,
-        snapshot_id=snapshot_id,
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
         committed=False,
-        seconds=round(time.perf_counter() - started, 3),
-        source=source,
+        seconds=round(time.perf_counter() - load.started, 3),
+        source=read.source,
     )
 
 

@@ -40,15 +40,13 @@ from pyiceberg.exceptions import (
     TableAlreadyExistsError,
     ValidationException,
 )
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update import AssertRefSnapshotId
 from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
 
 from flows.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from flows.lakehouse.iceberg_internals import read_data_file, require_main_at, write_data_files
 from flows.lakehouse.identity import SOURCE_PROPERTY, check_source
 from flows.lakehouse.schema import (
     ICEBERG_TYPES,
@@ -185,7 +183,7 @@ def _existing_keys(metadata: TableMetadata, table: Table) -> list[_FileKeys]:
     projected = schema.select(*key_columns)
     result = []
     for task in table.scan().plan_files():  # files do not depend on the (evolved) schema
-        keys = ArrowScan(metadata, table.io, projected, AlwaysTrue()).to_table([task])
+        keys = read_data_file(metadata, table.io, projected, task)
         updated = (
             keys.column("updated_at").combine_chunks()
             if "updated_at" in keys.column_names
@@ -200,21 +198,16 @@ def _drop_stale(data: pa.Table, files: list[_FileKeys]) -> tuple[pa.Table, int]:
     if not files or len(data) == 0:
         return data, 0
     incoming_ids = data.column("id").combine_chunks()
-    old_ids: list[pa.Array] = []
-    old_updated: list[pa.Array] = []
+    newest_old: dict[object, int | None] = {}
     for keys in files:
         mask = pc.is_in(keys.ids, value_set=incoming_ids)
-        if pc.any(mask).as_py():
-            old_ids.append(pc.filter(keys.ids, mask))
-            old_updated.append(pc.filter(keys.updated_at, mask))
-    if not old_ids:
+        if not pc.any(mask).as_py():
+            continue
+        ids = pc.filter(keys.ids, mask).to_pylist()
+        stamps = pc.cast(pc.filter(keys.updated_at, mask), pa.int64()).to_pylist()
+        newest_old.update(zip(ids, stamps, strict=True))
+    if not newest_old:
         return data, 0
-    newest_old: dict[int, int | None] = {}
-    for ids, stamps in zip(old_ids, old_updated, strict=True):
-        for doc_id, stamp in zip(
-            ids.to_pylist(), pc.cast(stamps, pa.int64()).to_pylist(), strict=True
-        ):
-            newest_old[doc_id] = stamp
     new_stamps = pc.cast(data.column("updated_at"), pa.int64()).to_pylist()
     keep = [
         (old := newest_old.get(doc_id)) is None or stamp is None or stamp >= old
@@ -224,23 +217,42 @@ def _drop_stale(data: pa.Table, files: list[_FileKeys]) -> tuple[pa.Table, int]:
     return kept, len(data) - len(kept)
 
 
-def _write_files(
-    metadata: TableMetadata,
-    table: Table,
-    data: pa.Table,
-    commit_uuid: uuid.UUID,
-    counter: itertools.count[int],
-) -> list[DataFile]:
-    if len(data) == 0:
-        return []
-    return list(
-        _dataframe_to_data_files(
-            table_metadata=metadata,
-            df=data,
-            io=table.io,
-            write_uuid=commit_uuid,
-            counter=counter,
-        )
+@dataclass
+class _TableState:
+    """What one attempt read: the table as of one snapshot, and the transaction staged on it
+    (schema evolved, `main` required to still point at that snapshot)."""
+
+    table: Table
+    snapshot_id: int | None
+    txn: Transaction
+    metadata: TableMetadata  # the transaction's (evolved) metadata, computed once
+    files: list[_FileKeys]
+    cursor_before: Cursor | None
+    source_before: str | None
+
+
+def _read_table(catalog: Catalog, identifier: str, plan: WritePlan) -> _TableState:
+    """Step 1, read: load the table, check its source, stage the schema, read the keys."""
+    table = load_or_create(catalog, identifier, plan.fields)
+    if plan.source is not None and not plan.replace_all:
+        # Checked before reading too; again here, in case another run switched it meanwhile.
+        check_source(plan.collection, identifier, read_source(table), plan.source)
+    snapshot = table.current_snapshot()
+    snapshot_id = snapshot.snapshot_id if snapshot else None
+    txn = table.transaction()
+    # Optimistic concurrency: the commit fails if anyone committed since we loaded the table.
+    require_main_at(txn, snapshot_id)
+    evolve_schema(txn, plan.collection, plan.fields)
+    # `txn.table_metadata` re-applies every staged update (deep copies): read it once.
+    metadata = txn.table_metadata
+    return _TableState(
+        table=table,
+        snapshot_id=snapshot_id,
+        txn=txn,
+        metadata=metadata,
+        files=_existing_keys(metadata, table),
+        cursor_before=read_cursor(table),
+        source_before=read_source(table),
     )
 
 
@@ -255,32 +267,32 @@ class _Changes:
     deleted: int
 
 
+def _all_ids(files: list[_FileKeys], id_type: pa.DataType) -> pa.Array:
+    if not files:
+        return pa.array([], id_type)
+    return pa.chunked_array([f.ids for f in files], type=id_type).combine_chunks()
+
+
 def _plan_changes(
     plan: WritePlan, target: pa.Schema, files: list[_FileKeys], result: WriteResult
 ) -> _Changes:
-    data = (
-        conform(plan.data, target)
-        if plan.data is not None
-        else conform(pa.table({"id": pa.array([], pa.int64())}), target)
-    )
-    existing_ids = (
-        pa.chunked_array([f.ids for f in files], type=pa.int64()).combine_chunks()
-        if files
-        else pa.array([], pa.int64())
-    )
+    """Step 2, plan: the rows to write and the ids whose current row must go (replaced ones,
+    plus the ids gone upstream for a reconcile, plus every other row for a full refresh)."""
+    id_type = target.field("id").type
+    empty = pa.table({"id": pa.array([], id_type)})
+    data = conform(plan.data if plan.data is not None else empty, target)
+    existing_ids = _all_ids(files, id_type)
     if not plan.replace_all:
         data, result.skipped_stale = _drop_stale(data, files)
-    gone = pa.array([], pa.int64())
+    gone = pa.array([], id_type)
     if plan.reconcile_ids is not None and not plan.replace_all:
-        alive = pa.array(sorted(plan.reconcile_ids), pa.int64())
+        alive = pa.array(sorted(plan.reconcile_ids), id_type)
         gone = pc.filter(existing_ids, pc.invert(pc.is_in(existing_ids, value_set=alive))).unique()
         # A row read earlier in this run whose document vanished upstream since: not written.
         data = data.filter(pc.is_in(data.column("id"), value_set=alive))
     incoming_ids = data.column("id").combine_chunks()
     in_table = pc.is_in(incoming_ids, value_set=existing_ids)
     updated = int(pc.sum(in_table).as_py() or 0)
-
-    # Ids whose current row must disappear: replaced ones, plus gone upstream (reconcile).
     if plan.replace_all:
         vanished = pc.invert(pc.is_in(existing_ids, value_set=incoming_ids))
         return _Changes(
@@ -291,100 +303,92 @@ def _plan_changes(
     return _Changes(data, remove_ids, len(data) - updated, updated, len(gone))
 
 
-def _stage_files(
-    metadata: TableMetadata,
-    table: Table,
-    files: list[_FileKeys],
-    changes: _Changes,
-    commit_uuid: uuid.UUID,
-    result: WriteResult,
+def _needs_commit(
+    plan: WritePlan, state: _TableState, changes: _Changes, cursor_after: Cursor | None
+) -> bool:
+    """Nothing to write, the cursor where it was and the same source: no commit at all."""
+    source_changed = plan.source is not None and plan.source != state.source_before
+    return (
+        len(changes.data) > 0
+        or len(changes.remove_ids) > 0
+        or cursor_after != state.cursor_before
+        or source_changed
+    )
+
+
+def _rewrite_files(
+    state: _TableState, changes: _Changes, commit_uuid: uuid.UUID, result: WriteResult
 ) -> tuple[list[DataFile], list[DataFile]]:
-    """(removed, added) data files: files holding a removed id are rewritten without it."""
+    """Step 3, rewrite: (removed, added) data files. A file holding a removed id is rewritten
+    without it; the new rows go into new files. Nothing is committed yet."""
+    metadata, io = state.metadata, state.table.io
     target = arrow_schema_for(metadata.schema())
     counter = itertools.count(0)
     removed: list[DataFile] = []
     added: list[DataFile] = []
     remove_ids = changes.remove_ids
-    if len(remove_ids):
-        for keys in files:
-            hit = pc.is_in(keys.ids, value_set=remove_ids)
-            hits = int(pc.sum(hit).as_py() or 0)
-            if hits == 0:
-                continue
-            removed.append(keys.task.file)
-            if hits < len(keys.ids):
-                rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(
-                    [keys.task]
-                )
-                kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
-                added += _write_files(metadata, table, conform(kept, target), commit_uuid, counter)
-                result.files_rewritten += 1
-    added += _write_files(metadata, table, changes.data, commit_uuid, counter)
+    for keys in state.files if len(remove_ids) else []:
+        hits = int(pc.sum(pc.is_in(keys.ids, value_set=remove_ids)).as_py() or 0)
+        if hits == 0:
+            continue
+        removed.append(keys.task.file)
+        if hits < len(keys.ids):
+            rows = read_data_file(metadata, io, metadata.schema(), keys.task)
+            kept = rows.filter(pc.invert(pc.is_in(rows.column("id"), value_set=remove_ids)))
+            added += write_data_files(metadata, io, conform(kept, target), commit_uuid, counter)
+            result.files_rewritten += 1
+    added += write_data_files(metadata, io, changes.data, commit_uuid, counter)
     return removed, added
 
 
-def _attempt(
-    catalog: Catalog, identifier: str, plan: WritePlan, result: WriteResult
-) -> WriteResult:
-    table = load_or_create(catalog, identifier, plan.fields)
-    if plan.source is not None and not plan.replace_all:
-        # Checked before reading too; again here, in case another run switched it meanwhile.
-        check_source(plan.collection, identifier, read_source(table), plan.source)
-    cursor_before = read_cursor(table)
-    result.cursor_before = cursor_before
-    snapshot = table.current_snapshot()
-    txn = table.transaction()
-    # Optimistic concurrency: the commit fails if anyone committed since we loaded the table.
-    requirement = AssertRefSnapshotId.model_validate(
-        {"ref": "main", "snapshot-id": snapshot.snapshot_id if snapshot else None}
-    )
-    txn._apply((), (requirement,))
-    evolve_schema(txn, plan.collection, plan.fields)
-    # `txn.table_metadata` re-applies every staged update (deep copies): read it once.
-    metadata = txn.table_metadata
-    files = _existing_keys(metadata, table)
-    changes = _plan_changes(plan, arrow_schema_for(metadata.schema()), files, result)
-
-    cursor_after = _cursor_after(plan, cursor_before)
-    result.cursor_after = cursor_after
-    cursor_moved = cursor_after != cursor_before
-    source_changed = plan.source is not None and plan.source != read_source(table)
-    nothing_to_write = len(changes.data) == 0 and len(changes.remove_ids) == 0
-    if nothing_to_write and not cursor_moved and not source_changed:
-        result.committed = False
-        result.snapshot_id = snapshot.snapshot_id if snapshot else None
-        return result
-
+def _commit(
+    state: _TableState,
+    plan: WritePlan,
+    cursor_after: Cursor | None,
+    files: tuple[list[DataFile], list[DataFile]],
+    commit_uuid: uuid.UUID,
+) -> int | None:
+    """Step 4, commit: swap the files in ONE snapshot (`overwrite` if any file goes, else a
+    plain append) with the cursor and source in its summary and the table properties."""
+    removed, added = files
     properties = {LOAD_ID_PROPERTY: plan.load_id}
     if cursor_after is not None:
         properties[CURSOR_PROPERTY] = cursor_after.encode()
     if plan.source is not None:
         properties[SOURCE_PROPERTY] = plan.source
-    commit_uuid = uuid.uuid4()
-    removed_files, added_files = _stage_files(metadata, table, files, changes, commit_uuid, result)
-    if removed_files or added_files:
+    txn = state.txn
+    if removed or added:
         producer = txn.update_snapshot(snapshot_properties=properties)
-        snapshot_update = (
-            producer.overwrite(commit_uuid) if removed_files else producer.fast_append()
-        )
-        with snapshot_update as update:
-            update.commit_uuid = commit_uuid
-            for data_file in removed_files:
+        update = producer.overwrite(commit_uuid) if removed else producer.fast_append()
+        with update:
+            for data_file in removed:
                 update.delete_data_file(data_file)
-            for data_file in added_files:
+            for data_file in added:
                 update.append_data_file(data_file)
     txn.set_properties({**properties, **TABLE_PROPERTIES})
-    if cursor_after is None and cursor_before is not None:
+    if cursor_after is None and state.cursor_before is not None:
         txn.remove_properties(CURSOR_PROPERTY)  # a full refresh that read nothing
-    committed_table = txn.commit_transaction()
-    new_snapshot = committed_table.current_snapshot()
-    result.snapshot_id = new_snapshot.snapshot_id if new_snapshot else None
+    snapshot = txn.commit_transaction().current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def _attempt(
+    catalog: Catalog, identifier: str, plan: WritePlan, result: WriteResult
+) -> WriteResult:
+    """One try at the commit: read, plan, rewrite, commit (a lost race raises from commit)."""
+    state = _read_table(catalog, identifier, plan)
+    result.cursor_before = state.cursor_before
+    changes = _plan_changes(plan, arrow_schema_for(state.metadata.schema()), state.files, result)
+    result.cursor_after = _cursor_after(plan, state.cursor_before)
+    result.snapshot_id = state.snapshot_id
+    if not _needs_commit(plan, state, changes, result.cursor_after):
+        return result
+    commit_uuid = uuid.uuid4()
+    files = _rewrite_files(state, changes, commit_uuid, result)
+    result.snapshot_id = _commit(state, plan, result.cursor_after, files, commit_uuid)
     result.committed = True
-    result.inserted, result.updated, result.deleted = (
-        changes.inserted,
-        changes.updated,
-        changes.deleted,
-    )
+    result.inserted, result.updated = changes.inserted, changes.updated
+    result.deleted = changes.deleted
     return result
 
 
