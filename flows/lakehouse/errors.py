@@ -11,6 +11,7 @@ from flows.source.errors import (
 
 __all__ = [
     "CatalogError",
+    "IdTypeError",
     "LakehouseError",
     "PayloadAuthError",
     "PayloadError",
@@ -64,6 +65,11 @@ class SchemaEvolutionError(LakehouseError):
             f"(allowed: int -> long, float -> double). Nothing was committed and the cursor did "
             f"not move. {fix}"
         )
+
+
+class IdTypeError(LakehouseError):
+    """The table's ids are of another type than PAYLOAD_ID_TYPE (integers vs ObjectIds/UUIDs).
+    Raised before anything is read; permanent: the setting or the table must change."""
 
 
 class RejectionCeilingError(LakehouseError):

@@ -35,7 +35,12 @@ from flows.lakehouse.errors import (
 )
 from flows.lakehouse.identity import check_source, probe_source_identity
 from flows.lakehouse.rejects import REJECTED_TABLE, check_ceiling, record_rejects, summarise
-from flows.lakehouse.schema import DocumentConverter, RejectedDocument, existing_kinds
+from flows.lakehouse.schema import (
+    DocumentConverter,
+    RejectedDocument,
+    check_id_type,
+    existing_kinds,
+)
 from flows.lakehouse.writer import (
     WritePlan,
     WriteResult,
@@ -171,7 +176,7 @@ def _read_pages(
             if len(converted.data):
                 batches.append(converted.data)
             extract.rejected.extend(converted.rejected)
-            page_cursor = last_valid_cursor(page.docs)
+            page_cursor = last_valid_cursor(page.docs, converter.id_type)
             if page_cursor is not None and (
                 extract.last_cursor is None or page_cursor > extract.last_cursor
             ):
@@ -210,8 +215,14 @@ def _begin(settings: Settings, collection: str, mode: LoadMode) -> _Load:
     identifier = table_identifier(settings, collection)
     catalog = get_catalog(settings)
     table = _existing_table(catalog, settings, identifier)
+    id_type = settings.payload_id_type
+    if table is not None:
+        check_id_type(collection, identifier, table.schema(), id_type)
+    # A full refresh replaces every row: its columns take the contract's and this read's types
+    # (the writer retypes a column that changed), so it is the way out of a type conflict.
+    existing = None if table is None or mode is LoadMode.FULL_REFRESH else table.schema()
     converter = DocumentConverter.for_collection(
-        collection, existing_kinds(table.schema()) if table is not None else None
+        collection, existing_kinds(existing) if existing is not None else None, id_type
     )
     return _Load(settings, collection, mode, identifier, catalog, table, converter)
 
@@ -255,7 +266,7 @@ class _Read:
 
     source: str  # the identity of the Payload read
     extract: _Extract
-    alive_ids: set[int] | None  # reconcile: every id upstream
+    alive_ids: set[DocId] | None  # reconcile: every id upstream
 
 
 def _read_source(load: _Load, since: datetime | None) -> _Read:

@@ -46,7 +46,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from flows.lakehouse.errors import SchemaEvolutionError
+from flows.lakehouse.errors import IdTypeError, SchemaEvolutionError
 from flows.source.ids import IdType, is_valid_id
 
 JSON_DOC = "JSON-encoded Payload value"
@@ -580,6 +580,23 @@ def new_table_schema(fields: list[tuple[str, Kind]]) -> Schema:
             )
         )
     return Schema(*nested, identifier_field_ids=[1])
+
+
+def check_id_type(collection: str, identifier: str, schema: Schema, id_type: IdType) -> None:
+    """Refuse a table whose `id` column is not of PAYLOAD_ID_TYPE's kind (nothing read yet)."""
+    try:
+        current = kind_of_iceberg_field(schema.find_field("id"))
+    except ValueError:
+        return
+    if current is id_kind(id_type):
+        return
+    raise IdTypeError(
+        f"{collection}: {identifier} holds {current.value} ids but PAYLOAD_ID_TYPE="
+        f"{id_type.value} means {id_kind(id_type).value} ids. If PAYLOAD_ID_TYPE is wrong, set "
+        "it to the store's id type (int, objectid or uuid). If the store really changed id "
+        "type, its documents are other documents: drop the raw tables (or use another "
+        "ICEBERG_NAMESPACE / LAKEHOUSE_DIR) and load again. Nothing was read or committed."
+    )
 
 
 def existing_kinds(schema: Schema) -> dict[str, Kind]:
