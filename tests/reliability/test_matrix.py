@@ -26,6 +26,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.demo.server import DemoServer, malformed_id
 from flows.demo.store import format_timestamp
+from flows.lakehouse.schema import id_problem
 from flows.orchestration.artifacts import LOADS_ARTIFACT_KEY
 from flows.orchestration.tasks import PAYLOAD_API_TAG
 from flows.settings import ALL_COLLECTIONS
@@ -415,7 +416,9 @@ def test_13_every_document_malformed_the_same_way(scenario: Scenario, logs: LogC
     assert "RejectionCeilingError: orders: 7 of 7 documents read were rejected" in message
     assert "(100%, above LOAD_MAX_REJECTED_SHARE=0.5)" in message, message
     assert "same reason, a systematic cause" in message, message
-    assert f"missing or non-integer id (e.g. id '{malformed_id('orders', changed[0])}')" in message
+    reason = id_problem(store.id_type)  # "missing or non-integer id" in an integer-id store
+    example = malformed_id("orders", changed[0], store.id_type)
+    assert f"{reason} (e.g. id '{example}')" in message, message
     print(f"scenario 13: the refused run took {elapsed:.1f}s")
     assert elapsed < 45, f"the refused run took {elapsed:.1f}s"
     assert all(run.run_count == 1 for run in _load_runs(scenario)), "a load task was retried"
@@ -424,10 +427,10 @@ def test_13_every_document_malformed_the_same_way(scenario: Scenario, logs: LogC
     after = lakehouse_fingerprint(scenario.catalog(), namespace)
     assert after == fingerprint, "a table or cursor changed"
     kept = [r for r in rejected_rows(scenario.catalog(), namespace) if r["collection"] == "orders"]
-    expected = {malformed_id("orders", d): store.get("orders", d) for d in changed}
+    expected = {malformed_id("orders", d, store.id_type): store.get("orders", d) for d in changed}
     assert {r["document_id"] for r in kept} == set(expected)
     for row in kept:
-        assert row["reason"] == "missing or non-integer id"
+        assert row["reason"] == reason
         original = {**expected[row["document_id"]], "id": row["document_id"]}
         assert json.loads(row["document"]) == original
     # dbt did not run on the partial raw layer: no marts; the artifact carries the rejects.
