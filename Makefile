@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-# Quiet, offline-friendly defaults for Prefect and dbt (see ../shared/STACK_NOTES.md).
+# Quiet, offline-friendly defaults for Prefect and dbt: no telemetry, no usage stats.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
@@ -23,7 +23,7 @@ PORT ?= 3000
 COLLECTION ?= orders
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run test test-fast test-string-ids lint format bench demo-api clean server deploy worker change \
+.PHONY: help install run test test-fast test-string-ids lint format bench report demo-api clean server deploy worker change \
 	stack-up stack-down stack-status run-stack
 
 help: ## Show this help
@@ -61,6 +61,9 @@ lint: install ## ruff (lint + format check) and mypy
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix flows tests deployments
 	$(VENV)/bin/ruff format flows tests deployments
+
+report: install ## Render the analytics report (HTML + PNGs) from the marts already built
+	$(PY) -m flows.report $(ARGS)
 
 bench: install ## Run the benchmarks; writes bench-results.json
 	$(PY) -m flows.bench $(ARGS)

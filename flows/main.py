@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 
 # Before Prefect is imported: its settings are read once. A fresh ephemeral database can take
-# longer than Prefect's default to migrate on a small machine (see STACK_NOTES), and dlt's and
-# our own loggers should reach the flow run's logs in the UI.
+# longer than Prefect's default to migrate on a small machine (~1 min on 2 busy cores), and
+# dlt's and our own loggers should reach the flow run's logs in the UI.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,flows")
 
@@ -63,6 +63,7 @@ from flows.orchestration.events import (
 from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.retries import failure_exception
 from flows.orchestration.tasks import (
+    analytics_report_task,
     describe_marts_task,
     ensure_request_limit,
     headline_metrics_task,
@@ -175,6 +176,8 @@ def payload_lakehouse(
     marts: list[str] = []
     mart_table: list[MartRow] = []
     metrics: dict[str, Any] | None = None
+    report: str | None = None  # the report's path, or why it was not rendered
+    report_path: str | None = None
     if dbt_will_run:
         loaded = [report.collection for report in reports]
         select = dbt_select if dbt_select else (downstream_selector(loaded) if selected else None)
@@ -198,6 +201,7 @@ def payload_lakehouse(
                     "rows": {row.mart: row.rows for row in mart_table},
                 },
             )
+            report_path, report = render_report(settings)
         else:
             failures["dbt build"] = failure_reason(dbt_state)
             dbt_not_run = f"dbt failed: {failures['dbt build']}"
@@ -212,6 +216,7 @@ def payload_lakehouse(
             marts=mart_table,
             metrics=metrics,
             settings=settings,
+            report_line=report,
         )
     )
     if failures:
@@ -226,7 +231,23 @@ def payload_lakehouse(
         "committed": [report.collection for report in reports if report.committed],
         "dbt": dbt_summary,
         "marts": marts,
+        "report": report_path,
     }
+
+
+def render_report(settings: Settings) -> tuple[str | None, str | None]:
+    """Render the analytics report after the marts: (its path, a line for the summary). The
+    marts are already published, so a report that fails to render is a warning, not a failed
+    run; the summary says why."""
+    if not settings.report_enabled:
+        return None, "not rendered (REPORT_ENABLED=false)"
+    state = analytics_report_task(str(settings.dbt_target), return_state=True)
+    if state.is_completed():
+        path: str = state.result()
+        return path, f"`{path}`"
+    reason = failure_reason(state)
+    get_run_logger().warning("the analytics report was not rendered: %s", reason)
+    return None, f"not rendered: {reason}"
 
 
 def load_raw_layer(
@@ -423,6 +444,8 @@ def print_results(settings: Settings, result: dict[str, Any]) -> None:
     )
     if result["marts"]:
         print(f"  marts       {', '.join(result['marts'])}")
+    if result.get("report"):
+        print(f"  report      {result['report']}  (open it in a browser; `make report` redraws it)")
     if settings.dbt_target is DbtTarget.TRINO and result["dbt"]:
         # Printed, not executed; catalog and namespace are validated settings.
         query = f"select * from {settings.iceberg_marts_namespace}.fact_orders limit 5"  # noqa: S608

@@ -175,6 +175,14 @@ class Settings(BaseSettings):
     trino_auth_method: Literal["none", "ldap", "jwt", "oauth"] = "none"
     trino_jwt_token: SecretStr | None = None
 
+    # --- Report ----------------------------------------------------------------------------
+    report_enabled: bool = Field(
+        default=True, description="Render the analytics report after the marts are built."
+    )
+    report_dir: Path | None = Field(
+        default=None, description="Folder of the analytics report (default LAKEHOUSE_DIR/report)."
+    )
+
     # --- Demo API (the embedded source) ----------------------------------------------------
     demo_preset: Literal["small", "medium", "large"] = "small"
     demo_scale: int = Field(default=1, ge=1, le=1000)
@@ -276,6 +284,13 @@ class Settings(BaseSettings):
     @property
     def duckdb_path(self) -> Path:
         return self.lakehouse_path / "lakehouse.duckdb"
+
+    @property
+    def report_path(self) -> Path:
+        """Folder of the analytics report (REPORT_DIR, default LAKEHOUSE_DIR/report)."""
+        if self.report_dir is None:
+            return self.lakehouse_path / "report"
+        return self.report_dir if self.report_dir.is_absolute() else Path.cwd() / self.report_dir
 
     def table_name(self, collection: str) -> str:
         return COLLECTION_TABLES[collection]

@@ -1,4 +1,4 @@
-"""Test-session environment: quiet, offline-friendly Prefect and dbt (see STACK_NOTES)."""
+"""Test-session environment: quiet, offline-friendly Prefect and dbt, shared fixtures."""
 
 from __future__ import annotations
 
@@ -134,3 +134,22 @@ def live_stack() -> Iterator[Any]:
         left = {name: state for name, state in status(config).items() if state != "down"}
         shutil.rmtree(stack_dir, ignore_errors=True)
         assert not left, f"stack-down left services running: {left}"
+
+
+# --- A real browser (Debian chromium + Playwright), shared by the browser tests ----------------
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless chromium for the session (installed with apt-get if missing)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import ensure_chromium
+
+    executable = ensure_chromium()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()

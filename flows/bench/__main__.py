@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 # Order follows the data's path.
-MODULES: tuple[str, ...] = ("demo_api", "extract_load", "dbt_build", "end_to_end", "stack")
+MODULES: tuple[str, ...] = (
+    "demo_api",
+    "extract_load",
+    "dbt_build",
+    "report",
+    "end_to_end",
+    "stack",
+)
 
 
 def _machine() -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Deterministic, realistic data for the demo Payload ecommerce store.
 
 `generate(preset, scale, seed)` returns every document of the nine collections exactly as Payload
-3 returns them at `depth=0` (see `../shared/payload-api/`). The same seed always gives the same
-data: one `random.Random(seed)` drives everything, every timestamp is derived from the fixed
-`REFERENCE_TIME` (never the wall clock) and nothing depends on set or hash ordering.
+3 returns them at `depth=0` (see the captured responses in `tests/fixtures/payload-api/`). The
+same seed always gives the same data: one `random.Random(seed)` drives everything, every
+timestamp is derived from the fixed `REFERENCE_TIME` (never the wall clock) and nothing depends
+on set or hash ordering.
 
 How the history is built (details and tolerances in docs/demo-data.md):
 1. Catalogue: variant types and options, categories, products (log-normal price tiers, ~35% with

@@ -9,6 +9,7 @@ ids do not survive JavaScript's doubles).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.lakehouse.load import LoadReport
 from flows.orchestration.caching import without_credentials
+from flows.report.render import Report, instant
 from flows.settings import CatalogType, DbtTarget, Settings
 
 LOADS_ARTIFACT_KEY = "payload-lakehouse-loads"
 MARTS_ARTIFACT_KEY = "payload-lakehouse-marts"
 SUMMARY_ARTIFACT_KEY = "payload-lakehouse-summary"
+REPORT_ARTIFACT_KEY = "payload-lakehouse-report"
 
 # Headline metrics (flows.transform.dbt_project.headline_metrics) as a reader names them.
 METRIC_LABELS = {
@@ -313,9 +316,11 @@ def summary_markdown(
     marts: Sequence[MartRow],
     metrics: Mapping[str, Any] | None,
     settings: Settings,
+    report_line: str | None = None,
     now: datetime | None = None,
 ) -> str:
-    """The run at a glance. `dbt_not_run`: a sentence saying why dbt did not run or failed."""
+    """The run at a glance. `dbt_not_run`: a sentence saying why dbt did not run or failed;
+    `report_line`: where the analytics report is, or why it was not rendered."""
     now = now or datetime.now(UTC)
     lines = ["# Payload -> Iceberg lakehouse run", ""]
     read = sum(r.documents_read for r in reports)
@@ -402,6 +407,8 @@ def summary_markdown(
             for name, value in metrics.items()
         ]
     lines += ["", "## Where the data is", "", *location_lines(settings)]
+    if report_line:
+        lines.append(f"- **Analytics report** {report_line}")
     return "\n".join(lines) + "\n"
 
 
@@ -422,4 +429,43 @@ def publish_summary(markdown: str) -> None:
         markdown=markdown,
         key=SUMMARY_ARTIFACT_KEY,
         description="The run at a glance: freshness, dbt, marts, headline numbers, locations",
+    )
+
+
+def report_markdown(report: Report) -> str:
+    """The analytics report in a Prefect artifact: headline numbers, where the full report
+    is, and the main charts as inline images."""
+    numbers = report.headline
+    if report.empty:
+        lines = ["# Analytics report", "", "No data yet: the marts hold no orders."]
+    else:
+        average = numbers["average_order_usd"]
+        lines = [
+            "# Analytics report",
+            "",
+            "| revenue | orders | average order | customers | orders placed | last loaded |",
+            "|---:|---:|---:|---:|---|---|",
+            f"| ${numbers['revenue_usd']:,.2f} | {numbers['orders']:,} "
+            f"({numbers['revenue_orders']:,} revenue-bearing) | "
+            f"{'n/a' if average is None else f'${average:,.2f}'} | {numbers['customers']:,} | "
+            f"{numbers['first_order_date']} to {numbers['last_order_date']} | "
+            f"{instant(numbers['loaded_at'])} |",
+        ]
+    lines += [
+        "",
+        f"Full report (all charts, opens offline): [{report.html_path.name}]"
+        f"({report.html_path.as_uri()}) in `{report.html_path.parent}`",
+        f"(rendered from the marts on {numbers['engine']} in {report.seconds:.1f} s).",
+    ]
+    for key, image in report.thumbnails.items():
+        encoded = base64.b64encode(image).decode("ascii")
+        lines += ["", f"![{key}](data:image/png;base64,{encoded})"]
+    return "\n".join(lines) + "\n"
+
+
+def publish_report(report: Report) -> None:
+    create_markdown_artifact(
+        markdown=report_markdown(report),
+        key=REPORT_ARTIFACT_KEY,
+        description="Analytics report: headline numbers, main charts, link to the full page",
     )

@@ -26,11 +26,13 @@ from flows.lakehouse.load import (
     table_state,
 )
 from flows.lakehouse.load import load_collection as _load
+from flows.orchestration.artifacts import publish_report
 from flows.orchestration.blocks import run_settings
 from flows.orchestration.caching import LOAD_CACHE_POLICY, STATE_CACHE_POLICY
 from flows.orchestration.events import emit_collection_loaded, report_payload
 from flows.orchestration.logs import keep_prefect_log_format
 from flows.orchestration.retries import retry_if_transient
+from flows.report.render import build_report
 from flows.transform.dbt_project import headline_metrics, publish_marts
 
 # Every load task carries this tag; a tag concurrency limit on it caps simultaneous requests.
@@ -170,6 +172,20 @@ def publish_marts_task(dbt_target: str) -> list[str]:
 def headline_metrics_task(dbt_target: str) -> dict[str, Any]:
     """Orders, revenue and customers by segment, read from the marts for the summary artifact."""
     return headline_metrics(run_settings(dbt_target=dbt_target))
+
+
+@task(
+    name="analytics-report",
+    task_run_name="analytics-report",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def analytics_report_task(dbt_target: str) -> str:
+    """Render the analytics report from the marts and show it as an artifact; returns the
+    path of the HTML page."""
+    report = build_report(run_settings(dbt_target=dbt_target))
+    publish_report(report)
+    return str(report.html_path)
 
 
 @task(

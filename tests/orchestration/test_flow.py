@@ -32,6 +32,7 @@ from flows.lakehouse.load import table_identifier, table_state
 from flows.orchestration.artifacts import (
     LOADS_ARTIFACT_KEY,
     MARTS_ARTIFACT_KEY,
+    REPORT_ARTIFACT_KEY,
     SUMMARY_ARTIFACT_KEY,
     cursor_cell,
 )
@@ -189,6 +190,18 @@ def test_artifacts_tell_the_run(
     assert str(settings.duckdb_path) in markdown
     assert ADMIN_PASSWORD not in markdown
 
+    # The analytics report: rendered after the marts, linked from the summary, and shown as
+    # its own artifact with the headline numbers and the main charts inline.
+    report_html = settings.report_path / "report.html"
+    assert report_html.exists()
+    assert f"**Analytics report** `{report_html}`" in markdown
+    report = by_key[REPORT_ARTIFACT_KEY]
+    assert report.type == "markdown"
+    report_text = str(report.data)
+    assert "# Analytics report" in report_text and report_html.as_uri() in report_text
+    assert f"| {demo.store.count('orders'):,} (" in report_text  # the orders column
+    assert report_text.count("](data:image/png;base64,") == 2
+
 
 def test_task_runs_have_plain_names(
     full_run: tuple[Any, dict[str, str]], client: SyncPrefectClient
@@ -209,6 +222,7 @@ def test_task_runs_have_plain_names(
         "publish-marts",
         "describe-marts",
         "headline-metrics",
+        "analytics-report",
     }
     assert names == steps | {f"load-{c}" for c in ALL_COLLECTIONS}, names
     assert dbt_run.name == "dbt-build (local)"

@@ -1,6 +1,6 @@
 """The reliability matrix's oracle: raw tables vs. the demo store, marts invariants, secret scan.
 
-Written against the contracts (docs: contract B in the lead's brief, docs/transform.md), not with
+Written against the contracts (docs/extract-load.md, docs/transform.md), not with
 the loader's own converter: an expected row is computed here from the stored Payload document
 alone, so a bug in the loader's typing cannot hide itself by also being in the expectation.
 

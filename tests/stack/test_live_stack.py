@@ -21,13 +21,27 @@ from typing import Any
 import duckdb
 import pytest
 import trino
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.stack.config import StackConfig
 from flows.demo.server import DemoServer, serve_demo
 from flows.lakehouse.catalog import clear_catalog_cache, get_catalog
 from flows.lakehouse.load import LoadMode, load_collection
+from flows.orchestration.artifacts import (
+    LOADS_ARTIFACT_KEY,
+    MARTS_ARTIFACT_KEY,
+    REPORT_ARTIFACT_KEY,
+    SUMMARY_ARTIFACT_KEY,
+)
+from flows.report.charts import report_charts
+from flows.report.datasets import read_report_data
+from flows.report.render import HTML_NAME, headline
 from flows.settings import ALL_COLLECTIONS, COLLECTION_TABLES, Settings, load_settings
 from flows.transform.dbt_project import run_dbt
+from tests.browser import PageErrors, screenshot
 from tests.reliability.support import (
     assert_marts_invariants,
     assert_raw_equals_store,
@@ -244,6 +258,74 @@ def test_marts_read_back_through_pyiceberg_and_duckdb(
     )
     assert totals == tuple(cursor.fetchone())
     assert_marts_invariants(catalog, stack_run.marts, store_snapshot(stack_run.demo.store))
+
+
+def test_report_renders_from_trino_marts(
+    stack_run: StackRun, live_stack: StackConfig, browser: Any
+) -> None:
+    """The flow on the stack rendered the analytics report from the Trino marts; its numbers
+    are Trino's, and every chart draws in a real browser."""
+    html = stack_run.lakehouse / "report" / HTML_NAME
+    assert html.exists(), "the flow on the stack rendered no report"
+    data = read_report_data(direct_settings(stack_run, live_stack))
+    assert data.engine == "Trino" and data.has_orders
+    cursor = stack_run.cursor()
+    cursor.execute(
+        "select count(*), sum(case when is_revenue_bearing then amount_usd else 0 end) "
+        f'from "{stack_run.marts}".fact_orders'
+    )
+    orders, revenue = cursor.fetchone()
+    numbers = headline(data)
+    assert (numbers["orders"], numbers["revenue_usd"]) == (orders, float(revenue))
+    assert "from the marts on Trino" in html.read_text()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = PageErrors()
+    errors.watch(page)
+    try:
+        page.goto(html.as_uri(), wait_until="load")
+        page.evaluate("() => window.chartsRendered.then(() => true)")
+        screenshot(page, "report-trino")
+        for chart in report_charts(data):
+            marks = page.locator(f"#chart-{chart.key} svg g.role-mark > *").count()
+            assert marks > 0, chart.key
+        assert not errors.all, errors.all
+    finally:
+        page.close()
+
+
+def test_prefect_ui_shows_the_runs_artifacts(
+    stack_run: StackRun, live_stack: StackConfig, browser: Any
+) -> None:
+    """The flow run's page in the Prefect UI (the stack's server) lists our artifacts, and the
+    report artifact shows its numbers and its two charts as images."""
+    with (
+        temporary_settings(updates={PREFECT_API_URL: live_stack.prefect_api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        artifact = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_ARTIFACT_KEY])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )[0]
+    ui = live_stack.prefect_api_url.removesuffix("/api")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{ui}/runs/flow-run/{artifact.flow_run_id}", wait_until="networkidle")
+        page.get_by_text("Artifacts", exact=True).first.click()
+        for key in (SUMMARY_ARTIFACT_KEY, LOADS_ARTIFACT_KEY, MARTS_ARTIFACT_KEY):
+            page.get_by_text(key, exact=True).first.wait_for(timeout=30_000)
+        page.get_by_text(REPORT_ARTIFACT_KEY, exact=True).first.wait_for(timeout=30_000)
+        screenshot(page, "prefect-ui-flow-run-artifacts")
+        page.goto(f"{ui}/artifacts/artifact/{artifact.id}", wait_until="networkidle")
+        page.get_by_role("heading", name="Analytics report").wait_for(timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.images].filter(i => i.src.startsWith('data:image/png')"
+            " && i.naturalWidth > 0).length >= 2",
+            timeout=30_000,
+        )
+        screenshot(page, "prefect-ui-report-artifact")
+    finally:
+        page.close()
 
 
 def test_incremental_run_on_trino_equals_a_full_refresh(stack_run: StackRun) -> None:
