@@ -30,6 +30,7 @@ from flows.lakehouse.schema import id_problem
 from flows.orchestration.artifacts import LOADS_ARTIFACT_KEY
 from flows.orchestration.tasks import PAYLOAD_API_TAG
 from flows.settings import ALL_COLLECTIONS
+from flows.source.ids import IdType
 
 from .harness import (
     ADMIN_EMAIL,
@@ -455,7 +456,12 @@ def test_14_another_store_on_the_same_lakehouse(
     assert scenario.run_flow().is_completed()
     namespace = scenario.settings().iceberg_namespace
     fingerprint = lakehouse_fingerprint(scenario.catalog(), namespace)
-    first = "demo store (preset=small, scale=1, seed=42)"
+    ids = (
+        ""
+        if scenario.server.store.id_type is IdType.INT
+        else f", ids={scenario.server.store.id_type.value}"
+    )
+    first = f"demo store (preset=small, scale=1, seed=42{ids})"
     assert all(f[4] and ("payload.source", first) in f[4] for f in fingerprint.values())
 
     # Another store, same lakehouse: same preset, another seed (same id ranges: a silent mix).
@@ -483,7 +489,7 @@ def test_14_another_store_on_the_same_lakehouse(
     assert state.is_completed(), failure_message(state)
     scenario.assert_raw_equals_source(computed=True)  # every table equals the second store
     for collection, print_ in lakehouse_fingerprint(scenario.catalog(), namespace).items():
-        assert ("payload.source", "demo store (preset=small, scale=1, seed=7)") in print_[4], (
-            collection
-        )
+        assert ("payload.source", f"demo store (preset=small, scale=1, seed=7{ids})") in print_[
+            4
+        ], collection
     scenario.assert_no_secrets(logs)
