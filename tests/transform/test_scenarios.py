@@ -96,7 +96,7 @@ def test_a_customer_referenced_but_not_loaded_warns_and_gets_an_anonymous_row(
     assert placed > 0 and segment is not None
     assert (
         loaded_lakehouse.query(
-            f"select count(*) from {MARTS}.fact_orders where customer_id = {gone}"
+            f"select count(*) from {MARTS}.fact_orders where customer_id = {gone!r}"
         )[0][0]
         == placed
     )
