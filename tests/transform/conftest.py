@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,8 @@ def trino_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         trino_host="trino.invalid",  # nothing may connect
         trino_auth_method="jwt",
         trino_jwt_token="not-a-real-token",
+        # No raw tables here: the compiled casts follow the tests' demo store id type.
+        payload_id_type=os.environ.get("PAYLOAD_TEST_ID_TYPE") or "int",
     )
 
 
