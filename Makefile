@@ -23,7 +23,7 @@ PORT ?= 3000
 COLLECTION ?= orders
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run test test-fast lint format bench report demo-api clean server deploy worker change \
+.PHONY: help install run test test-fast test-string-ids lint format bench report demo-api clean server deploy worker change \
 	stack-up stack-down stack-status run-stack
 
 help: ## Show this help
@@ -47,6 +47,11 @@ test: install ## Run the full test suite
 
 test-fast: install ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+ID_TYPE ?= objectid
+test-string-ids: install ## End-to-end, transform and reliability tests on a store with string ids (ID_TYPE=objectid|uuid)
+	PAYLOAD_TEST_ID_TYPE=$(ID_TYPE) $(PY) -m pytest tests/lakehouse/test_load_e2e.py \
+		tests/lakehouse/test_crash.py tests/reliability tests/transform $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check flows tests deployments

@@ -496,6 +496,8 @@ def payload_source(settings: Settings, preset: str | None) -> Iterator[str]:
         "PAYLOAD_CMS_URL": "",
         "PAYLOAD_EMAIL": settings.demo_admin_email,
         "PAYLOAD_PASSWORD": settings.demo_admin_password.get_secret_value(),
+        # The loader expects the demo's id type (DEMO_ID_TYPE).
+        "PAYLOAD_ID_TYPE": settings.demo_id_type.value,
     }
     # Demo credentials only (DEMO_ADMIN_*), so passing them as arguments exposes nothing real.
     login = (
@@ -504,7 +506,13 @@ def payload_source(settings: Settings, preset: str | None) -> Iterator[str]:
         "--admin-password",
         demo_env["PAYLOAD_PASSWORD"],
     )
-    with DemoProcess(chosen, settings.demo_scale, settings.demo_seed, extra_args=login) as demo:
+    with DemoProcess(
+        chosen,
+        settings.demo_scale,
+        settings.demo_seed,
+        id_type=settings.demo_id_type.value,
+        extra_args=login,
+    ) as demo:
         demo_env["PAYLOAD_CMS_URL"] = demo.url
         with applied_environment(demo_env):
             yield f"demo Payload API at {demo.url} (preset {chosen}, stopped after the run)"

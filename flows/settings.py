@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flows.source.ids import IdType
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Payload collection slug -> raw Iceberg table name (lower case, as Trino/Iceberg users expect).
@@ -95,6 +97,15 @@ class Settings(BaseSettings):
             "Payload `depth`: must be 0 (relationships as ids; dbt joins them). A populated "
             "relationship (depth > 0) would arrive as an object where the raw tables and the "
             "marts expect an id, so other values are refused at start."
+        ),
+    )
+    payload_id_type: IdType = Field(
+        default=IdType.INT,
+        description=(
+            "The store's document id type, from its database adapter: `int` (SQLite, "
+            "PostgreSQL serial ids), `objectid` (MongoDB), `uuid` (PostgreSQL `idType: 'uuid'`). "
+            "Ids and relationship columns are typed by it; documents with another id are "
+            "rejected. Unset with the built-in demo API: DEMO_ID_TYPE."
         ),
     )
     payload_timeout_seconds: float = Field(default=30.0, gt=0, description="Per-request timeout.")
@@ -176,6 +187,9 @@ class Settings(BaseSettings):
     demo_preset: Literal["small", "medium", "large"] = "small"
     demo_scale: int = Field(default=1, ge=1, le=1000)
     demo_seed: int = 42
+    demo_id_type: IdType = Field(
+        default=IdType.INT, description="Id type of the built-in demo API (`--id-type`)."
+    )
     demo_admin_email: str = "admin@example.com"
     demo_admin_password: SecretStr = SecretStr("demo-password")
 

@@ -25,20 +25,24 @@ import pytest
 from flows.demo.generator import Dataset, generate
 from flows.demo.server import DemoServer
 from flows.demo.store import Store
+from flows.source.ids import IdType
 
 DEMO_SMALL = ("small", 1, 42)
+# The id type of the demo stores the end-to-end, transform and reliability tests load:
+# PAYLOAD_TEST_ID_TYPE=objectid|uuid runs them against a store with string ids
+# (`make test-string-ids`).
+TEST_ID_TYPE = IdType(os.environ.get("PAYLOAD_TEST_ID_TYPE") or IdType.INT.value)
 
 
 @pytest.fixture(scope="session")
 def demo_dataset_small() -> Dataset:
-    """The small preset (seed 42). Documents are shared: treat them as read-only."""
-    return generate(*DEMO_SMALL)
+    """The small preset (seed 42), ids of TEST_ID_TYPE. Documents are shared: read-only."""
+    return generate(*DEMO_SMALL, TEST_ID_TYPE)
 
 
 def _store_for(dataset: Dataset) -> Store:
-    # A fresh Store per server: change batches replace documents in the Store's own dicts,
-    # never the dataset's objects, so servers never see each other's changes.
-    return Store(dataset.collections, dataset.reference_time)
+    # A fresh Store per server: servers never see each other's changes.
+    return dataset.store()
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +65,22 @@ def demo_admin_token(demo_server: DemoServer) -> str:
 def make_demo_server(
     demo_dataset_small: Dataset,
 ) -> Iterator[Callable[..., DemoServer]]:
-    """Factory: `make_demo_server(preset="small", scale=1, seed=42, **DemoServer kwargs)` returns
-    a started server with its own Store; all are stopped at teardown."""
+    """Factory: `make_demo_server(preset="small", scale=1, seed=42, id_type=TEST_ID_TYPE,
+    **DemoServer kwargs)` returns a started server with its own Store; all are stopped at
+    teardown."""
     servers: list[DemoServer] = []
 
-    def factory(preset: str = "small", scale: int = 1, seed: int = 42, **kwargs: Any) -> DemoServer:
-        if (preset, scale, seed) == DEMO_SMALL:
+    def factory(
+        preset: str = "small",
+        scale: int = 1,
+        seed: int = 42,
+        id_type: IdType = TEST_ID_TYPE,
+        **kwargs: Any,
+    ) -> DemoServer:
+        if (preset, scale, seed, id_type) == (*DEMO_SMALL, demo_dataset_small.id_type):
             dataset = demo_dataset_small
         else:
-            dataset = generate(preset, scale, seed)
+            dataset = generate(preset, scale, seed, id_type)
         kwargs.setdefault("store_identity", (preset, scale, seed))
         server = DemoServer(_store_for(dataset), seed=seed, **kwargs).start()
         servers.append(server)

@@ -25,7 +25,6 @@ from typing import Any
 from flows.demo.changes import apply_change_batch
 from flows.demo.generator import generate
 from flows.demo.server import DemoServer
-from flows.demo.store import Store
 from flows.lakehouse.load import LoadMode, load_collection, prepare_lakehouse
 from flows.settings import ALL_COLLECTIONS, Settings, load_settings
 from flows.transform.dbt_project import dbt_environment, run_dbt
@@ -70,7 +69,7 @@ def _node_counts(target_path: Path) -> dict[str, int]:
 def run(quick: bool = False) -> dict[str, Any]:
     preset = "small" if quick else "large"
     dataset = generate(preset)
-    store = Store(dataset.collections, dataset.reference_time)
+    store = dataset.store()
     with tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp, DemoServer(store) as server:
         settings = load_settings(
             lakehouse_dir=Path(tmp) / "lakehouse",

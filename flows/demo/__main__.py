@@ -7,6 +7,7 @@ The first stdout line is machine-readable (`DEMO_API_URL=http://HOST:PORT`), so
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from flows.demo.faults import FaultPlan
+from flows.source.ids import IdType
 
 URL_PREFIX = "DEMO_API_URL="
 
@@ -26,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--preset", choices=("small", "medium", "large"), default="small")
     serve.add_argument("--scale", type=int, default=1, help="multiply the preset's volumes")
     serve.add_argument("--seed", type=int, default=42, help="data and fault seed")
+    serve.add_argument(
+        "--id-type",
+        choices=[t.value for t in IdType],
+        default=os.environ.get("DEMO_ID_TYPE") or IdType.INT.value,
+        help="document ids: int (SQLite/PostgreSQL serial), objectid (MongoDB), uuid "
+        "(PostgreSQL idType uuid); default DEMO_ID_TYPE, else int",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000, help="0 picks a free port")
     serve.add_argument("--admin-email", default="admin@example.com")
@@ -58,6 +67,7 @@ def serve(args: argparse.Namespace) -> int:
         args.preset,
         args.scale,
         args.seed,
+        IdType(args.id_type),
         host=args.host,
         port=args.port,
         admin_email=args.admin_email,

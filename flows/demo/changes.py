@@ -154,7 +154,7 @@ class _Batch:
             self._candidates[purpose] = sorted(
                 doc_id
                 for doc_id, doc in self.store.collections[collection].items()
-                if isinstance(doc_id, int) and _matches(predicate, doc)
+                if self.store.is_id(doc_id) and _matches(predicate, doc)
             )
         return self._candidates[purpose]
 
@@ -181,13 +181,13 @@ class _Batch:
         self.summary.record("updated", collection, doc_id)
         return doc
 
-    def variants_by_product(self) -> dict[int, list[int]]:
+    def variants_by_product(self) -> dict[Any, list[Any]]:
         if self._variants_by_product is None:
-            index: dict[int, list[int]] = {}
+            index: dict[Any, list[Any]] = {}
             variants = self.store.collections["variants"]
-            for doc_id in sorted(i for i in variants if isinstance(i, int)):
+            for doc_id in sorted(i for i in variants if self.store.is_id(i)):
                 product = variants[doc_id].get("product")
-                if isinstance(product, int):
+                if self.store.is_id(product):
                     index.setdefault(product, []).append(doc_id)
             self._variants_by_product = index
         return self._variants_by_product
@@ -217,7 +217,7 @@ class _Batch:
                 product_id = item.get("product") if isinstance(item, dict) else None
             else:
                 product_id = self.rng.choice(list(products)) if products else None
-            product = products.get(product_id) if isinstance(product_id, int) else None
+            product = products.get(product_id) if self.store.is_id(product_id) else None
             if not self.on_sale(product):
                 continue
             assert product is not None
@@ -361,7 +361,7 @@ class _Batch:
         self.pause()
         order = self.update("orders", order_id, {"status": to_status})
         touched = 1
-        for transaction_id in _ids(order.get("transactions")):
+        for transaction_id in _ids(self.store, order.get("transactions")):
             transaction = self.store.get("transactions", transaction_id)
             if transaction is not None and transaction.get("status") in payment:
                 self.update(
@@ -453,7 +453,7 @@ class _Batch:
             return 0
         order = self.store.collections["orders"][self.take(candidates)]
         touched = 0
-        for transaction_id in _ids(order.get("transactions")):
+        for transaction_id in _ids(self.store, order.get("transactions")):
             if self.store.get("transactions", transaction_id) is not None:
                 self._delete("transactions", transaction_id)
                 touched += 1
@@ -593,9 +593,9 @@ def _matches(predicate: Callable[[Document], bool], doc: Document) -> bool:
         return False
 
 
-def _ids(value: Any) -> list[int]:
-    """The integer ids of a relationship list (hasMany), ignoring anything malformed."""
-    return [i for i in value if isinstance(i, int)] if isinstance(value, list) else []
+def _ids(store: Store, value: Any) -> list[Any]:
+    """The ids of a relationship list (hasMany), ignoring anything malformed."""
+    return [i for i in value if store.is_id(i)] if isinstance(value, list) else []
 
 
 def _in_id_order(ids: Any) -> list[Any]:

@@ -41,8 +41,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-from flows.demo.store import format_timestamp
+from flows.demo.store import Store, format_timestamp
 from flows.settings import ALL_COLLECTIONS
+from flows.source.ids import IdType
 
 Document = dict[str, Any]
 
@@ -292,10 +293,16 @@ class Dataset:
     scale: int
     seed: int
     # user id -> "vip" / "regular" / "new" (the admin is not listed)
-    customer_segments: dict[int, str] = field(default_factory=dict)
+    customer_segments: dict[Any, str] = field(default_factory=dict)
+    id_type: IdType = IdType.INT
 
     def count(self) -> int:
         return sum(len(docs) for docs in self.collections.values())
+
+    def store(self) -> Store:
+        """A fresh Store over these documents (change batches replace documents in the Store's
+        own dicts, never the dataset's objects, so two stores never see each other's changes)."""
+        return Store(self.collections, self.reference_time, self.id_type, self.seed)
 
 
 # --- internal records (slotted: the large x10 preset holds ~500k documents) -----------------
@@ -1220,8 +1227,11 @@ def _normal_quantile(p: float) -> float:
     return num / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
 
 
-def generate(preset: str = "small", scale: int = 1, seed: int = 42) -> Dataset:
-    """All documents of a demo store; identical output for identical arguments."""
+def generate(
+    preset: str = "small", scale: int = 1, seed: int = 42, id_type: IdType = IdType.INT
+) -> Dataset:
+    """All documents of a demo store; identical output for identical arguments. `id_type`
+    objectid / uuid: the same store with string ids (flows/demo/idmap.py)."""
     # The cyclic garbage collector would rescan the growing object graph again and again while
     # hundreds of thousands of documents are built (nothing here creates garbage cycles).
     collector_was_enabled = gc.isenabled()
@@ -1238,11 +1248,22 @@ def generate(preset: str = "small", scale: int = 1, seed: int = 42) -> Dataset:
     finally:
         if collector_was_enabled:
             gc.enable()
+    segments: dict[Any, str] = {c.id: c.segment for c in generator.customers if c.id is not None}
+    if id_type.is_string:
+        from flows.demo.idmap import demo_id, relabel  # reads the query schemas
+
+        users = {d["id"]: d.get("createdAt") for d in collections.get("users", [])}
+        segments = {
+            demo_id(id_type, seed, "users", user, users.get(user)): segment
+            for user, segment in segments.items()
+        }
+        collections = relabel(collections, id_type, seed)
     return Dataset(
         collections=collections,
         reference_time=REFERENCE_TIME,
         preset=preset,
         scale=scale,
         seed=seed,
-        customer_segments={c.id: c.segment for c in generator.customers if c.id is not None},
+        customer_segments=segments,
+        id_type=id_type,
     )

@@ -29,6 +29,7 @@ class DemoProcess:
         scale: int = 1,
         seed: int = 42,
         port: int = 0,
+        id_type: str = "int",
         extra_args: Sequence[str] = (),
         startup_timeout: float = 300.0,
     ) -> None:
@@ -36,6 +37,7 @@ class DemoProcess:
         self.scale = scale
         self.seed = seed
         self.port = port
+        self.id_type = id_type
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.url = ""
@@ -57,6 +59,8 @@ class DemoProcess:
             str(self.seed),
             "--port",
             str(self.port),
+            "--id-type",
+            self.id_type,
             *self.extra_args,
         ]
         self._process = subprocess.Popen(

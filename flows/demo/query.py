@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flows.demo.store import Document, format_timestamp
+from flows.source.ids import IdType, is_valid_id
 
 # --------------------------------------------------------------------------------------------
 # Errors that map to Payload's error responses.
@@ -467,6 +468,10 @@ def parse_instant(value: Any) -> str:
     return format_timestamp(moment)
 
 
+def _is_string_id(text: str) -> bool:
+    return is_valid_id(text, IdType.OBJECTID) or is_valid_id(text, IdType.UUID)
+
+
 def coerce(spec: Field, value: Any) -> Any:
     """Type a query value for the field: numbers as numbers, dates as canonical instants."""
     if isinstance(value, dict | list):
@@ -478,6 +483,8 @@ def coerce(spec: Field, value: Any) -> Any:
     if kind in ("number", "relationship"):
         if text.lower() == "null":
             return None
+        if _is_string_id(text):
+            return text  # an ObjectId / UUID id or relationship: compared as text, like Payload
         try:
             number = float(text)
         except ValueError:

@@ -55,6 +55,7 @@ from flows.demo.query import (
     where_uses_array,
 )
 from flows.demo.store import DRAFTS_ENABLED, TRASH_ENABLED, Document, Store, format_timestamp
+from flows.source.ids import IdType
 
 SOMETHING_WENT_WRONG = {"errors": [{"message": "Something went wrong."}]}
 NOT_FOUND = {"errors": [{"message": "Not Found"}]}
@@ -98,12 +99,15 @@ def json_response(status: int, data: Any, headers: list[tuple[str, str]] | None 
     return Response(status, orjson.dumps(data), headers or [])
 
 
-def malformed_id(collection: str | None, doc_id: Any) -> str:
-    """The UUID the `malform` fault serves for a document (stable across requests)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{collection}/{doc_id}"))
+def malformed_id(collection: str | None, doc_id: Any, id_type: IdType = IdType.INT) -> str:
+    """The id the `malform` fault serves for a document (stable across requests): a UUID, the
+    id of another kind of store; in a UUID store the same UUID in upper case (Payload sends
+    lowercase, so it is not an id of that store either)."""
+    wrong = str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{collection}/{doc_id}"))
+    return wrong.upper() if id_type is IdType.UUID else wrong
 
 
-def malformed(response: Response, collection: str | None) -> Response:
+def malformed(response: Response, collection: str | None, id_type: IdType) -> Response:
     """The `malform` fault: every document of a list response gets a UUID string as its id
     (derived from the real id, so a document keeps the same UUID across requests)."""
     if response.status != 200:
@@ -114,7 +118,7 @@ def malformed(response: Response, collection: str | None) -> Response:
         return response
     for doc in docs:
         if isinstance(doc, dict) and "id" in doc:
-            doc["id"] = malformed_id(collection, doc["id"])
+            doc["id"] = malformed_id(collection, doc["id"], id_type)
     return json_response(200, body, response.headers)
 
 
@@ -785,7 +789,7 @@ class DemoServer:
                 else:
                     response = self._route(handler, method, segments, path, split.query, body)
                 if fault is not None and fault.kind == "malform":
-                    response, fault = malformed(response, collection), None
+                    response, fault = malformed(response, collection, self.store.id_type), None
                 if fault is not None and fault.kind == "short":
                     response, fault = shortened(response), None
                 self._count(collection, response.status)
@@ -1048,7 +1052,13 @@ class DemoServer:
         """Which generated store this server holds (not its URL: the same store may run on any
         port). A store not built by `serve_demo` (tests) reports its seed only."""
         preset, scale, seed = self.store_identity or ("custom", 1, self.seed)
-        return {"kind": "payload-lakehouse-demo", "preset": preset, "scale": scale, "seed": seed}
+        return {
+            "kind": "payload-lakehouse-demo",
+            "preset": preset,
+            "scale": scale,
+            "seed": seed,
+            "idType": self.store.id_type.value,
+        }
 
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
@@ -1125,6 +1135,8 @@ class DemoServer:
                 "number": float,
                 "boolean": bool,
                 "json": lambda value: {"value": value},
+                # A whole number gets a fraction (JavaScript has one number type): 3 -> 3.5.
+                "fraction": lambda value: float(value) + 0.5,
             }
             target = str(data.get("to", "string"))
             if target not in converters:
@@ -1145,13 +1157,17 @@ class DemoServer:
 
 
 def serve_demo(
-    preset: str = "small", scale: int = 1, seed: int = 42, **server_kwargs: Any
+    preset: str = "small",
+    scale: int = 1,
+    seed: int = 42,
+    id_type: IdType = IdType.INT,
+    **server_kwargs: Any,
 ) -> DemoServer:
     """Generate the dataset, load it into a Store and wrap it in a (not yet started) server."""
     from flows.demo.generator import generate
 
-    dataset = generate(preset, scale, seed)
-    store = Store(dataset.collections, dataset.reference_time)
+    dataset = generate(preset, scale, seed, id_type)
+    store = Store(dataset.collections, dataset.reference_time, id_type, seed)
     server = DemoServer(store, seed=seed, store_identity=(preset, scale, seed), **server_kwargs)
     # The dataset is long-lived: keep the cyclic GC from re-scanning its millions of objects on
     # every collection (that alone halved the cold read speed of the large preset).

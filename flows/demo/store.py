@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flows.source.ids import DocId, IdType, is_valid_id
+
 Document = dict[str, Any]
 
 # Collections with Payload's trash (soft delete) enabled, and with drafts (`_status`).
@@ -35,14 +37,29 @@ def parse_timestamp(value: str) -> datetime:
 
 
 class Store:
-    """Thread-safe collections of documents keyed by id, with a monotonic clock."""
+    """Thread-safe collections of documents keyed by id, with a monotonic clock.
 
-    def __init__(self, data: Mapping[str, list[Document]], now: datetime) -> None:
+    `id_type`: the ids the store hands out (integers, or ObjectIds / UUIDs derived from `seed`,
+    see flows/demo/idmap.py); `data` must already carry ids of that type."""
+
+    def __init__(
+        self,
+        data: Mapping[str, list[Document]],
+        now: datetime,
+        id_type: IdType = IdType.INT,
+        seed: int = 42,
+    ) -> None:
         self.lock = threading.RLock()
-        self.collections: dict[str, dict[int, Document]] = {
+        self.id_type = id_type
+        self.seed = seed
+        self.collections: dict[str, dict[Any, Document]] = {
             name: {doc["id"]: doc for doc in docs} for name, docs in data.items()
         }
-        self._next_ids = {name: max(docs, default=0) + 1 for name, docs in self.collections.items()}
+        # The number of the next document per collection (its id, for integer ids).
+        self._next_ids = {
+            name: (max(docs, default=0) if id_type is IdType.INT else len(docs)) + 1
+            for name, docs in self.collections.items()
+        }
         self._clock = now.astimezone(UTC)
         # Bumped on every mutation of a collection; readers use it to invalidate caches.
         self.versions: dict[str, int] = dict.fromkeys(self.collections, 0)
@@ -62,7 +79,24 @@ class Store:
     def names(self) -> list[str]:
         return list(self.collections)
 
-    def get(self, collection: str, doc_id: int) -> Document | None:
+    def is_id(self, value: Any) -> bool:
+        """A well-formed id of this store (not one of the malformed documents tests inject)."""
+        return is_valid_id(value, self.id_type)
+
+    def _new_id(self, collection: str, created_at: str) -> DocId:
+        number = self._next_ids.get(collection, 1)
+        self._next_ids[collection] = number + 1
+        if self.id_type is IdType.INT:
+            return number
+        from flows.demo.idmap import demo_id  # idmap reads the query schemas, which import us
+
+        doc_id = demo_id(self.id_type, self.seed, collection, number, created_at)
+        while doc_id in self.collections.get(collection, {}):  # the counter wrapped: next one
+            doc_id = demo_id(self.id_type, self.seed, collection, self._next_ids[collection], None)
+            self._next_ids[collection] += 1
+        return doc_id
+
+    def get(self, collection: str, doc_id: DocId) -> Document | None:
         return self.collections[collection].get(doc_id)
 
     def iter_docs(self, collection: str) -> Iterator[Document]:
@@ -79,8 +113,7 @@ class Store:
         """Insert a new document; assigns id, createdAt and updatedAt like Payload."""
         with self.lock:
             stamp = at or self.tick()
-            doc_id = self._next_ids[collection]
-            self._next_ids[collection] = doc_id + 1
+            doc_id = self._new_id(collection, stamp)
             doc: Document = {"id": doc_id, **copy.deepcopy(fields)}
             doc["createdAt"] = stamp
             doc["updatedAt"] = stamp
@@ -97,15 +130,17 @@ class Store:
             docs = self.collections.setdefault(collection, {})
             self.versions.setdefault(collection, 0)
             doc_id = doc.get("id")
-            if not isinstance(doc_id, int):
-                doc_id = self._next_ids.get(collection, max(docs, default=0) + 1)
+            if not self.is_id(doc_id):
+                # Keyed by a fresh id; a malformed `id` in the document itself stays as given.
+                doc_id = self._new_id(collection, format_timestamp(self._clock))
                 doc = {"id": doc_id, **doc}
+            elif isinstance(doc_id, int):
+                self._next_ids[collection] = max(self._next_ids.get(collection, 1), doc_id + 1)
             docs[doc_id] = doc
-            self._next_ids[collection] = max(self._next_ids.get(collection, 1), doc_id + 1)
             self._touch(collection)
             return doc
 
-    def update(self, collection: str, doc_id: int, changes: Document) -> Document:
+    def update(self, collection: str, doc_id: DocId, changes: Document) -> Document:
         """Apply field changes and bump `updatedAt`. Documents are replaced, never mutated in
         place, so a reader holding the old dict keeps a consistent snapshot."""
         with self.lock:
@@ -115,7 +150,7 @@ class Store:
             self._touch(collection)
             return doc
 
-    def trash(self, collection: str, doc_id: int) -> Document:
+    def trash(self, collection: str, doc_id: DocId) -> Document:
         """Soft delete: Payload sets `deletedAt` (and `updatedAt`) to the same instant."""
         if collection not in TRASH_ENABLED:
             raise ValueError(f"collection {collection!r} has no trash")
@@ -127,7 +162,7 @@ class Store:
             self._touch(collection)
             return doc
 
-    def delete(self, collection: str, doc_id: int) -> Document:
+    def delete(self, collection: str, doc_id: DocId) -> Document:
         """Hard delete: the document is gone; nothing in `updatedAt` shows it."""
         with self.lock:
             doc = self.collections[collection].pop(doc_id)

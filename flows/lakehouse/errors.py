@@ -12,6 +12,7 @@ from flows.source.errors import (
 __all__ = [
     "CatalogError",
     "DeleteGuardError",
+    "IdTypeError",
     "LakehouseError",
     "PayloadAuthError",
     "PayloadError",
@@ -33,19 +34,43 @@ class CatalogError(LakehouseError):
 
 
 class SchemaEvolutionError(LakehouseError):
-    """A column's type changed in a way Iceberg cannot widen; nothing was committed."""
+    """A column's type changed in a way Iceberg cannot widen; nothing was committed.
 
-    def __init__(self, collection: str, column: str, current: str, incoming: str) -> None:
+    `contract`: the column is typed by the Payload contract (ids, cents, quantities, ...), so a
+    full refresh would meet the same value again: the fix is in the source. Otherwise a full
+    refresh works: it replaces every row and retypes the column to what the source sends now.
+    """
+
+    def __init__(
+        self, collection: str, column: str, current: str, incoming: str, *, contract: bool = False
+    ) -> None:
         self.collection = collection
         self.column = column
         self.current = current
         self.incoming = incoming
+        self.contract = contract
+        if contract:
+            fix = (
+                f"The Payload contract types {column!r} as {current}: fix the field (or the "
+                "documents) in Payload, then rerun."
+            )
+        else:
+            fix = (
+                "To retype the column, run a full refresh (`python flows/main.py "
+                "--full-refresh`, or mode full_refresh): it replaces every row and the column "
+                "takes the type the source sends now."
+            )
         super().__init__(
             f"collection {collection!r}: column {column!r} is {current} in the lakehouse but "
             f"the source now sends {incoming}; Iceberg cannot change {current} to {incoming} "
-            "(allowed: int -> long, float -> double). Nothing was committed. Either migrate the "
-            "table (rename/drop the column) or run a full refresh after recreating it."
+            f"(allowed: int -> long, float -> double). Nothing was committed and the cursor did "
+            f"not move. {fix}"
         )
+
+
+class IdTypeError(LakehouseError):
+    """The table's ids are of another type than PAYLOAD_ID_TYPE (integers vs ObjectIds/UUIDs).
+    Raised before anything is read; permanent: the setting or the table must change."""
 
 
 class RejectionCeilingError(LakehouseError):

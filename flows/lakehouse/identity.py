@@ -54,7 +54,10 @@ def demo_store_identity(body: Any) -> str | None:
         preset, scale, seed = str(body["preset"]), int(body["scale"]), int(body["seed"])
     except (KeyError, TypeError, ValueError):
         return None
-    return f"demo store (preset={preset}, scale={scale}, seed={seed})"
+    # The same store with other ids is another store (ids differ); int keeps the old identity.
+    id_type = body.get("idType", "int")
+    ids = "" if id_type == "int" else f", ids={id_type}"
+    return f"demo store (preset={preset}, scale={scale}, seed={seed}{ids})"
 
 
 def probe_source_identity(session: PayloadSession, site_url: str) -> str:

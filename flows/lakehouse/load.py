@@ -39,7 +39,12 @@ from flows.lakehouse.errors import (
 from flows.lakehouse.identity import check_source, probe_source_identity
 from flows.lakehouse.reader_check import check_full_reader
 from flows.lakehouse.rejects import REJECTED_TABLE, check_ceiling, record_rejects, summarise
-from flows.lakehouse.schema import DocumentConverter, RejectedDocument, existing_kinds
+from flows.lakehouse.schema import (
+    DocumentConverter,
+    RejectedDocument,
+    check_id_type,
+    existing_kinds,
+)
 from flows.lakehouse.writer import (
     Baseline,
     WritePlan,
@@ -51,6 +56,7 @@ from flows.lakehouse.writer import (
 )
 from flows.settings import Settings
 from flows.source.errors import KeysetStalledError, PayloadError
+from flows.source.ids import DocId
 from flows.source.paginator import Cursor, last_valid_cursor
 from flows.source.payload import PayloadClient, collection_resource, format_since, prefetched
 
@@ -180,10 +186,16 @@ def _lookback_part(docs: list[Any], seen_until: Cursor | None) -> tuple[list[Any
     for doc in docs:
         stamp = _instant(doc.get("updatedAt")) if isinstance(doc, dict) else None
         doc_id = doc.get("id") if isinstance(doc, dict) else None
-        later_tie = stamp == limit and isinstance(doc_id, int) and doc_id > seen_until.id
+        later_tie = stamp == limit and _id_after(doc_id, seen_until.id)
         is_seen = stamp is not None and limit is not None and stamp <= limit and not later_tie
         (seen if is_seen else new).append(doc)
     return seen, new
+
+
+def _id_after(doc_id: Any, cursor_id: Any) -> bool:
+    """`doc_id` sorts after the cursor's id: both of one id type (integers, or ObjectId/UUID
+    text, compared as Payload sorts them)."""
+    return type(doc_id) is type(cursor_id) and bool(doc_id > cursor_id)
 
 
 def _instant(value: Any) -> datetime | None:
@@ -216,7 +228,7 @@ def _read_pages(
                     batches.append(converted.data)
                 if docs is new:
                     extract.rejected.extend(converted.rejected)
-            page_cursor = last_valid_cursor(page.docs)
+            page_cursor = last_valid_cursor(page.docs, load.converter.id_type)
             if page_cursor is not None and (
                 extract.last_cursor is None or page_cursor > extract.last_cursor
             ):
@@ -255,8 +267,14 @@ def _begin(settings: Settings, collection: str, mode: LoadMode) -> _Load:
     identifier = table_identifier(settings, collection)
     catalog = get_catalog(settings)
     table = _existing_table(catalog, settings, identifier)
+    id_type = settings.payload_id_type
+    if table is not None:
+        check_id_type(collection, identifier, table.schema(), id_type)
+    # A full refresh replaces every row: its columns take the contract's and this read's types
+    # (the writer retypes a column that changed), so it is the way out of a type conflict.
+    existing = None if table is None or mode is LoadMode.FULL_REFRESH else table.schema()
     converter = DocumentConverter.for_collection(
-        collection, existing_kinds(table.schema()) if table is not None else None
+        collection, existing_kinds(existing) if existing is not None else None, id_type
     )
     return _Load(settings, collection, mode, identifier, catalog, table, converter)
 
@@ -300,7 +318,7 @@ class _Read:
 
     source: str  # the identity of the Payload read
     extract: _Extract
-    alive_ids: set[int] | None  # reconcile: every id upstream
+    alive_ids: set[DocId] | None  # reconcile: every id upstream
 
 
 def _read_source(load: _Load, since: datetime | None) -> _Read:
@@ -325,7 +343,7 @@ def _read_source(load: _Load, since: datetime | None) -> _Read:
     return _Read(source, extract, alive)
 
 
-def _add_missing(client: PayloadClient, load: _Load, extract: _Extract, alive: set[int]) -> None:
+def _add_missing(client: PayloadClient, load: _Load, extract: _Extract, alive: set[DocId]) -> None:
     """Reconcile also adds: documents upstream that neither the table nor this read holds
     (committed late, behind the cursor and its lookback) are fetched by id and loaded."""
     held = set(extract.data.column("id").to_pylist()) if extract.data is not None else set()
@@ -424,7 +442,7 @@ def _unchanged(load: _Load, extract: _Extract) -> bool:
     )
 
 
-def _all_ids(client: PayloadClient, collection: str) -> set[int]:
+def _all_ids(client: PayloadClient, collection: str) -> set[DocId]:
     try:
         return client.all_ids(collection)
     except Exception as error:

@@ -1,10 +1,11 @@
 """Rejected documents: the `_rejected` audit table and the rejection ceiling.
 
-A document the loader cannot read (no integer id, no `updatedAt`, an unparsable value) is kept
-in `<namespace>._rejected` with its reason and original JSON. A few of them among good documents
-are data errors: the good ones load and the cursor moves on. When most of a load is rejected the
-cause is systematic (a Payload with UUID ids, a field whose type changed, the wrong API), and
-loading the few survivors while the run reports success would hide it: above
+A document the loader cannot read (no id of the store's id type, no `updatedAt`, an unparsable
+value, a fraction in an integer field) is kept in `<namespace>._rejected` with its reason and
+original JSON. A few of them among good documents are data errors: the good ones load and the
+cursor moves on. When most of a load is rejected the cause is systematic (ids of another type
+than PAYLOAD_ID_TYPE, a field whose type changed, the wrong API), and loading the few survivors
+while the run reports success would hide it: above
 LOAD_MAX_REJECTED_SHARE the load fails with `RejectionCeilingError` instead, after the rejects
 were recorded, before anything is committed to the collection's table.
 """
@@ -24,9 +25,11 @@ from flows.lakehouse.schema import (
     RejectedDocument,
     arrow_schema_for,
     conform,
+    id_problem,
     rejected_schema,
 )
 from flows.lakehouse.writer import load_table
+from flows.source.ids import IdType
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,12 @@ REJECTED_TABLE = "_rejected"
 CEILING_SETTING = "LOAD_MAX_REJECTED_SHARE"
 
 # What a systematic cause usually means, by the reason's cause (see schema.py).
-_HINTS = {
-    "missing or non-integer id": (
-        "the lakehouse keys every table on Payload's integer ids; a Payload whose collections "
-        "use other ids (e.g. a PostgreSQL adapter with `idType: 'uuid'`) cannot be loaded as is"
-    ),
+_ID_HINT = (
+    "the ids are not of the type PAYLOAD_ID_TYPE names: set it to the store's id type, `int` "
+    "(SQLite, PostgreSQL serial), `objectid` (MongoDB) or `uuid` (PostgreSQL with "
+    "`idType: 'uuid'`)"
+)
+_HINTS = {id_problem(id_type): _ID_HINT for id_type in IdType} | {
     "missing updatedAt": "every Payload collection needs timestamps (`timestamps: true`)",
     "not a JSON object": "is PAYLOAD_CMS_URL the Payload site's base URL?",
 }

@@ -3,12 +3,17 @@
 Column names are dlt's snake_case of the Payload keys. Types:
 - timestamps (`createdAt`, `updatedAt`, `deletedAt`, `purchasedAt`, and any new `...At` field whose
   values all parse as ISO-8601) -> timestamptz (UTC, microseconds);
-- integers (ids, relationship ids at depth 0, cents, inventory) -> long; other numbers -> double;
+- integers where Payload guarantees them (integer ids and relationship ids at depth 0, cents,
+  inventory) -> long; every other JSON number -> double (JavaScript has one number type: a field
+  whose first values are whole may get a fraction later, so an unknown number is never `long`);
+- ids and relationship ids of a store with string ids (`PAYLOAD_ID_TYPE` objectid / uuid) ->
+  string;
 - booleans -> boolean; strings -> string;
 - objects and arrays -> compact JSON strings with Payload's original keys (a `json` column).
 
 A value that cannot be read as its column's type either rejects the *document* (no id, an
-unparsable timestamp or number: data errors, sent to `_rejected`) or, when it is a well-formed
+unparsable timestamp or number, a fraction in a contract integer: data errors, sent to
+`_rejected`) or, when it is a well-formed
 value of another type (a float in a long column, a number in a string column), fails the load
 with `SchemaEvolutionError` (a schema change Iceberg cannot widen). New Payload fields become new
 columns; a new field that is null in every document of a load is not added until it has a value
@@ -41,7 +46,8 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from flows.lakehouse.errors import SchemaEvolutionError
+from flows.lakehouse.errors import IdTypeError, SchemaEvolutionError
+from flows.source.ids import IdType, is_valid_id
 
 JSON_DOC = "JSON-encoded Payload value"
 LOADED_AT = "_loaded_at"
@@ -161,6 +167,23 @@ KNOWN_FIELDS: dict[str, dict[str, Kind]] = {
     },
 }
 
+# Relationship fields (ids of other documents at depth 0): typed like the store's ids.
+RELATIONSHIP_KEYS = frozenset({"customer", "order", "cart", "product", "variantType"})
+
+
+def known_fields(collection: str, id_type: IdType = IdType.INT) -> dict[str, Kind]:
+    """The collection's contract columns, with ids and relationships typed by the id type."""
+    fields = dict(KNOWN_FIELDS.get(collection, {"id": Kind.LONG}))
+    if id_type.is_string:
+        for key in fields.keys() & {"id", *RELATIONSHIP_KEYS}:
+            fields[key] = Kind.STRING
+    return fields
+
+
+def id_kind(id_type: IdType) -> Kind:
+    return Kind.STRING if id_type.is_string else Kind.LONG
+
+
 _NAMING = NamingConvention()
 
 
@@ -215,6 +238,8 @@ def kind_of(value: Any) -> Kind:
 
 
 def _to_long(value: Any) -> int | None:
+    """A `long` column that is not a contract integer (a table typed by older versions): a
+    fraction is a type change (the writer says how to retype the column)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -224,6 +249,14 @@ def _to_long(value: Any) -> int | None:
             return int(value)
         raise TypeChange(Kind.DOUBLE)
     raise _number_problem(value)
+
+
+def _to_contract_long(value: Any) -> int | None:
+    """A field Payload guarantees to be whole (cents, quantities, integer ids): a fraction is a
+    bad document, rejected, never a reason to stop the collection."""
+    if isinstance(value, float) and not value.is_integer():
+        raise Rejected("fraction in an integer field", value)
+    return _to_long(value)
 
 
 def _number_problem(value: Any) -> Exception:
@@ -303,7 +336,7 @@ def infer_kind(key: str, values: Iterable[Any]) -> Kind | None:
             return Kind.STRING
         return Kind.TIMESTAMP
     if kinds <= {Kind.LONG, Kind.DOUBLE}:
-        return Kind.DOUBLE if Kind.DOUBLE in kinds else Kind.LONG
+        return Kind.DOUBLE  # a JSON number: whole so far does not mean whole forever
     if len(kinds) == 1:
         return kinds.pop()
     return Kind.JSON  # mixed types: keep every value, losslessly, as JSON
@@ -317,6 +350,7 @@ class Column:
     payload_key: str
     name: str
     kind: Kind
+    contract_integer: bool = False  # a `long` Payload guarantees: fractions reject the document
 
 
 def kind_of_iceberg_field(nested: NestedField) -> Kind:
@@ -362,23 +396,32 @@ class DocumentConverter:
 
     collection: str
     columns: dict[str, Column] = field(default_factory=dict)  # payload key -> column
+    id_type: IdType = IdType.INT
 
     @classmethod
     def for_collection(
-        cls, collection: str, existing: dict[str, Kind] | None = None
+        cls,
+        collection: str,
+        existing: dict[str, Kind] | None = None,
+        id_type: IdType = IdType.INT,
     ) -> DocumentConverter:
-        converter = cls(collection)
+        """`existing`: the table's column kinds, kept (the writer widens or refuses). A full
+        refresh passes none: it rewrites every row, so the columns take the contract's and this
+        read's types (the writer retypes a column whose type changed)."""
+        converter = cls(collection, id_type=id_type)
         existing = existing or {}
         by_name: dict[str, Column] = {}
-        for key, kind in KNOWN_FIELDS.get(collection, {"id": Kind.LONG}).items():
+        for key, kind in known_fields(collection, id_type).items():
             name = column_name(key)
             # An existing column keeps its type (e.g. an old `int`), the writer widens it.
-            by_name[name] = Column(key, name, existing.get(name, kind))
+            by_name[name] = Column(key, name, existing.get(name, kind), kind is Kind.LONG)
         converter.columns = {c.payload_key: c for c in by_name.values()}
         converter._existing = existing
+        converter._contract = frozenset(known_fields(collection, id_type))
         return converter
 
     _existing: dict[str, Kind] = field(default_factory=dict)
+    _contract: frozenset[str] = frozenset()
 
     def _column_for_new_key(self, key: str, docs: list[dict[str, Any]]) -> Column | None:
         name = column_name(key)
@@ -401,8 +444,11 @@ class DocumentConverter:
             if column is not None:
                 self.columns[key] = column
 
-        good = [d for d in docs if _has_key_fields(d)]
-        rejected = [_rejection(d, _key_problem(d)) for d in docs if not _has_key_fields(d)]
+        id_type = self.id_type
+        good = [d for d in docs if _has_key_fields(d, id_type)]
+        rejected = [
+            _rejection(d, _key_problem(d, id_type)) for d in docs if not _has_key_fields(d, id_type)
+        ]
         bad_rows: dict[int, tuple[str, str]] = {}  # row -> (reason, cause)
         arrays: dict[str, pa.Array] = {}
         for column in self.columns.values():
@@ -426,6 +472,8 @@ class DocumentConverter:
     ) -> pa.Array:
         """Value-by-value conversion: finds the documents to reject and the type changes."""
         convert = CONVERTERS[column.kind]
+        if column.kind is Kind.LONG and column.contract_integer:
+            convert = _to_contract_long
         out: list[Any] = []
         for index, value in enumerate(values):
             try:
@@ -436,7 +484,11 @@ class DocumentConverter:
                 out.append(None)
             except TypeChange as change:
                 raise SchemaEvolutionError(
-                    self.collection, column.name, column.kind.value, change.incoming.value
+                    self.collection,
+                    column.name,
+                    column.kind.value,
+                    change.incoming.value,
+                    contract=column.contract_integer or column.payload_key in self._contract,
                 ) from None
         return pa.array(out, type=ARROW_TYPES[column.kind])
 
@@ -482,23 +534,24 @@ def fast_array(values: list[Any], kind: Kind) -> pa.Array:
         raise _SlowPath from None
 
 
-def _has_key_fields(doc: Any) -> bool:
+def _has_key_fields(doc: Any, id_type: IdType = IdType.INT) -> bool:
     if not isinstance(doc, dict):
         return False
-    doc_id = doc.get("id")
-    return (
-        isinstance(doc_id, int)
-        and not isinstance(doc_id, bool)
-        and isinstance(doc.get("updatedAt"), str)
-    )
+    return is_valid_id(doc.get("id"), id_type) and isinstance(doc.get("updatedAt"), str)
 
 
-def _key_problem(doc: Any) -> str:
+def id_problem(id_type: IdType) -> str:
+    """The rejection reason of a document whose id is not of the store's id type."""
+    if id_type is IdType.INT:
+        return "missing or non-integer id"
+    return f"missing id or not {id_type.description}"
+
+
+def _key_problem(doc: Any, id_type: IdType = IdType.INT) -> str:
     if not isinstance(doc, dict):
         return "not a JSON object"
-    doc_id = doc.get("id")
-    if not isinstance(doc_id, int) or isinstance(doc_id, bool):
-        return "missing or non-integer id"
+    if not is_valid_id(doc.get("id"), id_type):
+        return id_problem(id_type)
     return "missing updatedAt"
 
 
@@ -527,6 +580,23 @@ def new_table_schema(fields: list[tuple[str, Kind]]) -> Schema:
             )
         )
     return Schema(*nested, identifier_field_ids=[1])
+
+
+def check_id_type(collection: str, identifier: str, schema: Schema, id_type: IdType) -> None:
+    """Refuse a table whose `id` column is not of PAYLOAD_ID_TYPE's kind (nothing read yet)."""
+    try:
+        current = kind_of_iceberg_field(schema.find_field("id"))
+    except ValueError:
+        return
+    if current is id_kind(id_type):
+        return
+    raise IdTypeError(
+        f"{collection}: {identifier} holds {current.value} ids but PAYLOAD_ID_TYPE="
+        f"{id_type.value} means {id_kind(id_type).value} ids. If PAYLOAD_ID_TYPE is wrong, set "
+        "it to the store's id type (int, objectid or uuid). If the store really changed id "
+        "type, its documents are other documents: drop the raw tables (or use another "
+        "ICEBERG_NAMESPACE / LAKEHOUSE_DIR) and load again. Nothing was read or committed."
+    )
 
 
 def existing_kinds(schema: Schema) -> dict[str, Kind]:

@@ -41,6 +41,7 @@ from pyiceberg.exceptions import (
     ValidationException,
 )
 from pyiceberg.manifest import DataFile
+from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import DoubleType, FloatType, IntegerType, LongType
@@ -57,6 +58,7 @@ from flows.lakehouse.schema import (
     kind_of_iceberg_field,
     new_table_schema,
 )
+from flows.source.ids import DocId
 from flows.source.paginator import Cursor
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class WritePlan:
     data: pa.Table | None  # deduplicated rows (None/empty: nothing read)
     load_id: str
     replace_all: bool = False  # full refresh
-    reconcile_ids: set[int] | None = None  # reconcile: every id that exists upstream
+    reconcile_ids: set[DocId] | None = None  # reconcile: every id that exists upstream
     cursor_after: Cursor | None = None
     source: str | None = None  # the source's identity, recorded with the cursor
     # The table's snapshot when the load began reading (None inside: the table was empty or
@@ -145,39 +147,67 @@ def load_or_create(catalog: Catalog, identifier: str, fields: list[tuple[str, Ki
         return catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
 
 
-def evolve_schema(txn: Transaction, collection: str, fields: list[tuple[str, Kind]]) -> None:
-    """Add new columns and widen where Iceberg allows; refuse anything else (nothing staged)."""
-    schema = txn.table_metadata.schema()
-    to_add: list[tuple[str, Kind]] = []
-    to_widen: list[tuple[str, LongType | DoubleType]] = []
+@dataclass
+class _SchemaChanges:
+    add: list[tuple[str, Kind]] = field(default_factory=list)
+    widen: list[tuple[str, LongType | DoubleType]] = field(default_factory=list)
+    retype: list[tuple[str, Kind]] = field(default_factory=list)  # full refresh: drop + add
+
+
+def _schema_changes(
+    schema: Schema, collection: str, fields: list[tuple[str, Kind]], retype: bool
+) -> _SchemaChanges:
+    changes = _SchemaChanges()
     for name, kind in fields:
         try:
             current = schema.find_field(name)
         except ValueError:
-            to_add.append((name, kind))
+            changes.add.append((name, kind))
             continue
         current_kind = kind_of_iceberg_field(current)
         if current_kind is kind or {current_kind, kind} == {Kind.STRING, Kind.JSON}:
             if isinstance(current.field_type, IntegerType):
-                to_widen.append((name, LongType()))
+                changes.widen.append((name, LongType()))
             elif isinstance(current.field_type, FloatType):
-                to_widen.append((name, DoubleType()))
+                changes.widen.append((name, DoubleType()))
+            continue
+        if retype and name != "id":  # the identifier keeps its type (checked before reading)
+            changes.retype.append((name, kind))
             continue
         raise SchemaEvolutionError(collection, name, str(current.field_type), kind.value)
-    if not to_add and not to_widen:
+    return changes
+
+
+def evolve_schema(
+    txn: Transaction, collection: str, fields: list[tuple[str, Kind]], retype: bool = False
+) -> None:
+    """Add new columns and widen where Iceberg allows; refuse anything else (nothing staged).
+
+    `retype` (a full refresh, which replaces every row): a column whose type changed in a way
+    Iceberg cannot widen (a legacy `long` that now holds fractions) is dropped and added again
+    with the new type, in the same commit as the data: the recovery SchemaEvolutionError names.
+    """
+    changes = _schema_changes(txn.table_metadata.schema(), collection, fields, retype)
+    if changes.retype:
+        with txn.update_schema(allow_incompatible_changes=True) as update:
+            for name, _ in changes.retype:
+                update.delete_column(name)
+    to_add = [*changes.add, *changes.retype]
+    if not to_add and not changes.widen:
         return
     with txn.update_schema() as update:
         for name, kind in to_add:
             update.add_column(
                 name, ICEBERG_TYPES[kind], doc=JSON_DOC if kind is Kind.JSON else None
             )
-        for name, wider in to_widen:
+        for name, wider in changes.widen:
             update.update_column(name, field_type=wider)
     log.info(
-        "%s: schema evolved (added %s, widened %s)",
+        "%s: schema evolved (added %s, widened %s, retyped %s)",
         collection,
-        [n for n, _ in to_add],
-        [n for n, _ in to_widen],
+        [n for n, _ in changes.add],
+        [n for n, _ in changes.widen],
+        [f"{n} -> {k.value}" for n, k in changes.retype],
     )
 
 
@@ -307,7 +337,7 @@ def _read_table(catalog: Catalog, identifier: str, plan: WritePlan) -> _TableSta
     txn = table.transaction()
     # Optimistic concurrency: the commit fails if anyone committed since we loaded the table.
     require_main_at(txn, snapshot_id)
-    evolve_schema(txn, plan.collection, plan.fields)
+    evolve_schema(txn, plan.collection, plan.fields, retype=plan.replace_all)
     # `txn.table_metadata` re-applies every staged update (deep copies): read it once.
     metadata = txn.table_metadata
     return _TableState(

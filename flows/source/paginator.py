@@ -10,6 +10,9 @@ so deletions, trashing and updates between requests cannot move an unseen docume
 cursor. An updated document moves *ahead* of the cursor (its updatedAt grows) and is read again
 later in the same run: the loader keeps the newest copy per id. Ties on updatedAt (bulk edits)
 are ordered by id, so none is lost.
+
+Ids are integers or strings (MongoDB ObjectIds, UUIDs; flows/source/ids.py): string ids are
+compared as text, which is how Payload orders them (byte order of the ObjectId / UUID).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dlt.sources.helpers.rest_client.paginators import BasePaginator
 from requests import Request, Response
 
 from flows.source.errors import IncompleteListingError, KeysetStalledError, PayloadResponseError
+from flows.source.ids import DocId, IdType, id_from_text, is_valid_id
 
 WHERE_GT = "where[or][0][updatedAt][greater_than]"
 WHERE_TIE_AT = "where[or][1][and][0][updatedAt][equals]"
@@ -39,7 +43,7 @@ class Cursor:
     """
 
     updated_at: str
-    id: int
+    id: DocId  # one table's cursors all hold the same id type: they compare
 
     def encode(self) -> str:
         return f"{self.updated_at}|{self.id}"
@@ -47,9 +51,9 @@ class Cursor:
     @classmethod
     def decode(cls, value: str) -> Cursor:
         updated_at, _, doc_id = value.rpartition("|")
-        if not updated_at:
+        if not updated_at or not doc_id:
             raise ValueError(f"not a cursor: {value!r}")
-        return cls(updated_at, int(doc_id))
+        return cls(updated_at, id_from_text(doc_id))
 
 
 def cursor_params(cursor: Cursor | None, since: str | None) -> dict[str, str]:
@@ -65,7 +69,7 @@ def cursor_params(cursor: Cursor | None, since: str | None) -> dict[str, str]:
     return {}
 
 
-def last_valid_cursor(docs: list[Any]) -> Cursor | None:
+def last_valid_cursor(docs: list[Any], id_type: IdType = IdType.INT) -> Cursor | None:
     """The cursor of the last document with a usable (updatedAt, id), scanning backwards.
 
     A malformed document (rejected later by the loader) must not stall the read: the cursor comes
@@ -76,8 +80,7 @@ def last_valid_cursor(docs: list[Any]) -> Cursor | None:
             continue
         doc_id, updated_at = doc.get("id"), doc.get("updatedAt")
         if (
-            isinstance(doc_id, int)
-            and not isinstance(doc_id, bool)
+            is_valid_id(doc_id, id_type)
             and isinstance(updated_at, str)
             and _is_timestamp(updated_at)
         ):
@@ -117,11 +120,18 @@ def check_complete(body: dict[str, Any], docs: list[Any]) -> None:
 class KeysetPaginator(BasePaginator):
     """dlt paginator: always page 1, the `where` clause moves; stop on a short page."""
 
-    def __init__(self, page_size: int, cursor: Cursor | None = None, since: str | None = None):
+    def __init__(
+        self,
+        page_size: int,
+        cursor: Cursor | None = None,
+        since: str | None = None,
+        id_type: IdType = IdType.INT,
+    ):
         super().__init__()
         self.page_size = page_size
         self.cursor = cursor
         self.since = since
+        self.id_type = id_type
         self.pages = 0
         self.stalled: KeysetStalledError | None = None
 
@@ -140,14 +150,15 @@ class KeysetPaginator(BasePaginator):
         if is_last_page(body, docs, self.page_size):
             self._has_next_page = False
             return
-        cursor = last_valid_cursor(docs)
+        cursor = last_valid_cursor(docs, self.id_type)
         if cursor is None or (self.cursor is not None and cursor <= self.cursor):
             # Stop here, but let this page through first: the loader rejects its documents
             # (and names why) before failing with this error (raised by the page iterator).
             self.stalled = KeysetStalledError(
                 "a full page held no document with a valid id/updatedAt after the cursor: the "
                 "keyset read cannot advance (is `sort=updatedAt,id` honoured by the server, "
-                "and are the ids integers?)"
+                f"and are the ids {self.id_type.description}, as PAYLOAD_ID_TYPE="
+                f"{self.id_type.value} says?)"
             )
             self._has_next_page = False
             return
@@ -168,10 +179,11 @@ class KeysetPaginator(BasePaginator):
 class IdPaginator(BasePaginator):
     """Keyset on id alone, for the reconcile read of every id (`select[id]=true`)."""
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, id_type: IdType = IdType.INT) -> None:
         super().__init__()
         self.page_size = page_size
-        self.last_id: int | None = None
+        self.id_type = id_type
+        self.last_id: DocId | None = None
 
     def init_request(self, request: Request) -> None:
         self._apply(request)
@@ -181,7 +193,9 @@ class IdPaginator(BasePaginator):
         if not isinstance(body, dict) or not isinstance(body.get("docs"), list):
             raise PayloadResponseError("the id listing did not return a Payload list")
         docs = body["docs"]
-        ids = [d["id"] for d in docs if isinstance(d, dict) and isinstance(d.get("id"), int)]
+        ids = [
+            d["id"] for d in docs if isinstance(d, dict) and is_valid_id(d.get("id"), self.id_type)
+        ]
         if is_last_page(body, docs, self.page_size) or not ids:
             check_complete(body, docs)
             self._has_next_page = False

@@ -34,6 +34,7 @@ from flows.source.client import (
     build_session,
 )
 from flows.source.errors import PayloadResponseError
+from flows.source.ids import DocId, is_valid_id
 from flows.source.paginator import Cursor, IdPaginator, KeysetPaginator
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ class PayloadClient:
     ) -> Iterator[Page]:
         """Every document updated after `cursor` (or at/after `since`), oldest first, by page."""
         page_size = self.settings.payload_page_size
-        paginator = KeysetPaginator(page_size, cursor=cursor, since=since)
+        id_type = self.settings.payload_id_type
+        paginator = KeysetPaginator(page_size, cursor=cursor, since=since, id_type=id_type)
         params = {
             "limit": str(page_size),
             "depth": str(self.settings.payload_depth),
@@ -191,7 +193,7 @@ class PayloadClient:
             docs.extend(body["docs"])
         return docs
 
-    def all_ids(self, collection: str) -> set[int]:
+    def all_ids(self, collection: str) -> set[DocId]:
         """Every id currently in the collection, trashed ones included (for reconcile)."""
         params = {
             "limit": str(ID_PAGE_SIZE),
@@ -200,18 +202,19 @@ class PayloadClient:
             "trash": "true",
             "select[id]": "true",
         }
-        ids: set[int] = set()
+        id_type = self.settings.payload_id_type
+        ids: set[DocId] = set()
         pages = self.rest.paginate(
             f"/{collection}",
             params=params,
-            paginator=IdPaginator(ID_PAGE_SIZE),
+            paginator=IdPaginator(ID_PAGE_SIZE, id_type),
             hooks={"response": []},
         )
         unusable: list[Any] = []
         for page in pages:
             for doc in page:
                 doc_id = doc.get("id") if isinstance(doc, dict) else None
-                if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+                if is_valid_id(doc_id, id_type):
                     ids.add(doc_id)
                 else:
                     unusable.append(doc_id)
@@ -219,8 +222,9 @@ class PayloadClient:
             # Reconcile deletes every row whose id is not listed: an id it cannot read would
             # look deleted. Refuse instead of deleting rows that still exist upstream.
             raise PayloadResponseError(
-                f"listing the ids of {collection} returned {len(unusable)} non-integer id(s), "
-                f"e.g. {unusable[0]!r}: reconcile cannot tell which documents were deleted"
+                f"listing the ids of {collection} returned {len(unusable)} id(s) that are not "
+                f"{id_type.description} (PAYLOAD_ID_TYPE={id_type.value}), e.g. "
+                f"{unusable[0]!r}: reconcile cannot tell which documents were deleted"
             )
         return ids
 

@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.types import StringType
 
 from flows.lakehouse.catalog import catalog_error, ensure_namespace, get_catalog
 from flows.lakehouse.errors import CatalogError
@@ -118,6 +119,20 @@ def raw_table_locations(settings: Settings) -> dict[str, str]:
     return locations
 
 
+def raw_id_type(settings: Settings) -> str:
+    """`string` or `int`: the type of the raw tables' ids (the `id` column of the orders table),
+    which the dbt models cast every id and relationship to (dbt/macros/payload_id.sql). Before
+    the first load: PAYLOAD_ID_TYPE."""
+    identifier = f"{settings.iceberg_namespace}.{COLLECTION_TABLES['orders']}"
+    try:
+        id_field = get_catalog(settings).load_table(identifier).schema().find_field("id")
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return "string" if settings.payload_id_type.is_string else "int"
+    except Exception as error:
+        raise catalog_error(settings, f"load table {identifier} from", error) from error
+    return "string" if isinstance(id_field.field_type, StringType) else "int"
+
+
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -144,6 +159,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         "TRINO_CATALOG": settings.trino_catalog,
         "TRINO_HTTP_SCHEME": settings.trino_http_scheme,
         "TRINO_AUTH_METHOD": settings.trino_auth_method,
+        "DBT_PAYLOAD_ID_TYPE": raw_id_type(settings),
     }
     if settings.trino_password is not None:
         env["TRINO_PASSWORD"] = settings.trino_password.get_secret_value()

@@ -35,6 +35,7 @@ def settings_for(server: DemoServer, lakehouse: Path, **overrides: Any) -> Setti
         "payload_max_backoff_seconds": 0.2,
         "payload_max_retries": 8,
         "payload_timeout_seconds": 10,
+        "payload_id_type": server.store.id_type,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -80,7 +81,9 @@ def assert_table_equals_source(
     ids = actual.column("id").to_pylist()
     assert len(ids) == len(set(ids)), f"{collection}: duplicate ids in the table"
     docs = source_documents(server, collection)
-    converter = DocumentConverter.for_collection(collection, existing_kinds(table.schema()))
+    converter = DocumentConverter.for_collection(
+        collection, existing_kinds(table.schema()), settings.payload_id_type
+    )
     page = converter.convert(docs, "expected", 0)
     assert page.rejected == [], f"{collection}: source holds rejectable documents"
     target = arrow_schema_for(table.schema())

@@ -46,6 +46,8 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "payload-lakehouse-pycache")
     env["PYTHONUNBUFFERED"] = "1"
+    # The loader reads the demo store's id type (the tests' stores: PAYLOAD_TEST_ID_TYPE).
+    env["PAYLOAD_ID_TYPE"] = os.environ.get("PAYLOAD_TEST_ID_TYPE") or "int"
     return env
 
 

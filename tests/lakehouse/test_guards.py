@@ -120,7 +120,7 @@ def test_below_the_ceiling_or_with_it_off_the_good_documents_load(
     load_collection(settings, "categories", LoadMode.FULL_REFRESH)
     before = fingerprint(settings, "categories")
     server.faults = "malform:1:collection=categories"
-    with pytest.raises(PayloadResponseError, match="non-integer id"):
+    with pytest.raises(PayloadResponseError, match="not an integer"):
         load_collection(settings, "categories", LoadMode.RECONCILE)
     assert fingerprint(settings, "categories") == before
 

@@ -11,6 +11,7 @@ import requests
 
 from flows.demo.changes import apply_change_batch
 from flows.demo.faults import TRANSPORT_FAULT_KINDS
+from flows.demo.idmap import demo_id
 from flows.demo.server import DemoServer
 from flows.demo.store import parse_timestamp
 from flows.lakehouse.catalog import get_catalog
@@ -93,7 +94,7 @@ def test_full_load_incremental_reconcile_idempotence(
 
     # A brand-new worker resumes from the lakehouse alone (cursor lives in the table).
     cursor = get_catalog(settings).load_table(table_identifier(settings, "orders")).properties
-    assert Cursor.decode(cursor["payload.cursor"]).id > 0
+    assert Cursor.decode(cursor["payload.cursor"]).id in server.store.collections["orders"]
 
 
 def test_page_drift_loses_nothing(make_demo_server: MakeServer, lakehouse_dir: Path) -> None:
@@ -188,13 +189,15 @@ def test_rejected_documents_are_recorded_and_do_not_block_the_cursor(
     settings = prepared(settings_for(server, lakehouse_dir))
     load_collection(settings, "categories")
     stamp = server.store.tick()
+    # A well-formed id of the store's type (9001, or an ObjectId / UUID): rejected for its date.
+    bad_id = demo_id(server.store.id_type, 99, "categories", 9001, stamp)
     admin_post(
         server,
         "inject",
         {
             "collection": "categories",
             "document": {
-                "id": 9001,
+                "id": bad_id,
                 "title": "Bad",
                 "slug": "bad",
                 "createdAt": "not-a-date",
@@ -207,10 +210,10 @@ def test_rejected_documents_are_recorded_and_do_not_block_the_cursor(
     settings = settings_for(server, lakehouse_dir, load_max_rejected_share=0)
     report = load_collection(settings, "categories")
     assert report.rejected == 1 and report.rejected_share == 1.0
-    assert report.cursor_after and report.cursor_after.endswith("|9001")
+    assert report.cursor_after and report.cursor_after.endswith(f"|{bad_id}")
     rejected = get_catalog(settings).load_table(f"{settings.iceberg_namespace}._rejected")
     rows = rejected.scan().to_arrow().to_pylist()
-    assert rows[0]["document_id"] == "9001" and "createdAt" in rows[0]["reason"]
+    assert rows[0]["document_id"] == str(bad_id) and "createdAt" in rows[0]["reason"]
     assert load_collection(settings, "categories").documents_read == 0
 
 

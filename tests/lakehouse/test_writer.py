@@ -201,11 +201,11 @@ def test_commit_conflict_is_retried_without_duplicates(
     original = writer_module.evolve_schema
     calls = {"n": 0}
 
-    def racing_evolve(txn: Any, collection: str, fields: Any) -> None:
+    def racing_evolve(txn: Any, collection: str, fields: Any, retype: bool = False) -> None:
         calls["n"] += 1
         if calls["n"] == 1:  # another worker commits between our read and our commit
             write(catalog, IDENT, competitor)
-        return original(txn, collection, fields)
+        return original(txn, collection, fields, retype)
 
     monkeypatch.setattr(writer_module, "evolve_schema", racing_evolve)
     result = write(catalog, IDENT, plan_for(catalog, [order(1, 5, amount=7), order(3, 6)]))

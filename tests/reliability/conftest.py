@@ -11,6 +11,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from flows.demo.server import DemoServer
+from flows.source.ids import IdType
 
 from .harness import ADMIN_EMAIL, PAYLOAD_API_KEY, PAYLOAD_PASSWORD, LogCapture, Scenario
 from .support import TALLY
@@ -22,6 +23,9 @@ _outcomes: dict[int, list[str]] = {}
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "scenario(number): a reliability-matrix scenario (1-26, see docs/proof.md)"
+    )
+    config.addinivalue_line(
+        "markers", "id_type(type): the scenario's demo store has these ids (default: the tests')"
     )
 
 
@@ -38,10 +42,16 @@ def scenario(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     logs: LogCapture,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Scenario]:
     """A fresh demo API (small preset, its own store) and a fresh lakehouse."""
+    marker = request.node.get_closest_marker("id_type")
+    id_type = {"id_type": IdType(marker.args[0])} if marker is not None else {}
     server = make_demo_server(
-        admin_email=ADMIN_EMAIL, admin_password=PAYLOAD_PASSWORD, api_key=PAYLOAD_API_KEY
+        admin_email=ADMIN_EMAIL,
+        admin_password=PAYLOAD_PASSWORD,
+        api_key=PAYLOAD_API_KEY,
+        **id_type,
     )
     monkeypatch.chdir(tmp_path)
     state = Scenario(

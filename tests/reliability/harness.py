@@ -66,6 +66,8 @@ TRINO_PASSWORD = "trino-RELIABILITY-pw-5e8a0c27"
 # so each scenario sees only what it sets.
 SETTINGS_VARIABLES = (
     "PAYLOAD_CMS_URL",
+    "PAYLOAD_ID_TYPE",
+    "DEMO_ID_TYPE",
     "PAYLOAD_CMS_TOKEN",
     "PAYLOAD_API_KEY",
     "PAYLOAD_EMAIL",
@@ -132,6 +134,7 @@ class Scenario:
     def __post_init__(self) -> None:
         self.env = {
             "PAYLOAD_CMS_URL": self.server.url,
+            "PAYLOAD_ID_TYPE": self.server.store.id_type.value,
             "PAYLOAD_EMAIL": ADMIN_EMAIL,
             "PAYLOAD_PASSWORD": PAYLOAD_PASSWORD,
             "LAKEHOUSE_DIR": str(self.lakehouse),

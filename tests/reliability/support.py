@@ -121,10 +121,16 @@ def column_name(payload_key: str) -> str:
     return str(_NAMING.normalize_identifier(payload_key))
 
 
-def contract_kind(column: str) -> str | None:
+# Ids and relationship ids: `long` in a store with integer ids, `string` with ObjectIds / UUIDs.
+ID_COLUMNS = frozenset({"id", "customer", "order", "cart", "product", "variant_type"})
+
+
+def contract_kind(column: str, string_ids: bool = False) -> str | None:
     """The contract type of a column, or None for a column contract B does not name."""
     if column in TIMESTAMP_COLUMNS or column == LOADED_AT:
         return "timestamptz"
+    if string_ids and column in ID_COLUMNS:
+        return "string"
     if column in LONG_COLUMNS:
         return "long"
     if column in BOOLEAN_COLUMNS:
@@ -195,7 +201,7 @@ def computed_values(server: DemoServer, collection: str) -> dict[int, dict[str, 
     return {
         doc["id"]: {key: doc.get(key) for key in fields}
         for doc in response.json()["docs"]
-        if isinstance(doc.get("id"), int)
+        if isinstance(doc.get("id"), int | str)
     }
 
 
@@ -284,14 +290,16 @@ class Mismatch:
     problems: list[str]
 
 
-def _check_schema(collection: str, schema: Schema, problems: list[str]) -> None:
+def _check_schema(
+    collection: str, schema: Schema, problems: list[str], string_ids: bool = False
+) -> None:
     by_name = {nested.name: nested for nested in schema.fields}
     for column in [*known_columns(collection), LOADED_AT, LOAD_ID]:
         nested = by_name.get(column)
         if nested is None:
             problems.append(f"known column {column!r} is missing")
             continue
-        kind = contract_kind(column)
+        kind = contract_kind(column, string_ids)
         if kind is not None and not isinstance(nested.field_type, _ICEBERG_OF_KIND[kind]):
             problems.append(f"column {column!r} is {nested.field_type}, contract B says {kind}")
     id_field = by_name.get("id")
@@ -321,7 +329,8 @@ def compare_collection(
         if expected_docs:
             problems.append(f"table missing, {len(expected_docs)} documents expected")
         return 0, problems
-    _check_schema(collection, table.schema(), problems)
+    string_ids = any(isinstance(doc_id, str) for doc_id in expected_docs)
+    _check_schema(collection, table.schema(), problems, string_ids)
     rows = table.scan().to_arrow().to_pylist()
     ids = [row.get("id") for row in rows]
     duplicates = [doc_id for doc_id, n in Counter(ids).items() if n > 1]
@@ -520,7 +529,7 @@ def assert_marts_invariants(
     for order in orders:
         customer = order.get("customer")
         if (
-            isinstance(customer, int)
+            isinstance(customer, int | str)
             and order.get("status") in REVENUE_STATUSES
             and customer in customers
         ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ def demo_settings(lakehouse_dir: Path, server: DemoServer) -> Settings:
         payload_email="admin@example.com",
         payload_password="demo-password",
         dbt_target="local",
+        payload_id_type=server.store.id_type,
     )
 
 
@@ -54,7 +56,7 @@ def loaded_lakehouse(
 ) -> Iterator[Lakehouse]:
     """Small demo store (plus one customer who never ordered) served over HTTP (own Store:
     tests may change it), fully loaded into a fresh local lakehouse by flows.lakehouse.load."""
-    store = Store(demo_dataset_small.collections, demo_dataset_small.reference_time)
+    store = demo_dataset_small.store()
     # The generator gives every customer an order; add a sign-up who never ordered, the one
     # kind of customer that must end up without a segment.
     store.create(
@@ -93,6 +95,8 @@ def trino_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         trino_host="trino.invalid",  # nothing may connect
         trino_auth_method="jwt",
         trino_jwt_token="not-a-real-token",
+        # No raw tables here: the compiled casts follow the tests' demo store id type.
+        payload_id_type=os.environ.get("PAYLOAD_TEST_ID_TYPE") or "int",
     )
 
 

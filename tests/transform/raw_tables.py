@@ -18,6 +18,7 @@ from flows.lakehouse.schema import (
     new_table_schema,
 )
 from flows.settings import COLLECTION_TABLES, Settings
+from flows.source.ids import IdType, is_valid_id
 
 CART_ACTIVE_WINDOW = timedelta(days=7)
 
@@ -37,6 +38,12 @@ def with_cart_status(carts: list[dict[str, Any]], now: datetime) -> list[dict[st
     return out
 
 
+def id_type_of(collections: Mapping[str, list[dict[str, Any]]]) -> IdType:
+    """The id type of fixture documents (from the first order's id)."""
+    first = next(iter(collections.get("orders", [])), {}).get("id")
+    return next((t for t in IdType if is_valid_id(first, t)), IdType.INT)
+
+
 def write_raw_tables(
     settings: Settings,
     collections: Mapping[str, list[dict[str, Any]]],
@@ -44,12 +51,13 @@ def write_raw_tables(
 ) -> None:
     """Replace every raw table with the given documents (one overwrite commit per table)."""
     catalog = prepare_lakehouse(settings)
+    id_type = id_type_of(collections)
     loaded_at = int((now - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
     for collection, table_name in COLLECTION_TABLES.items():
         docs = list(collections.get(collection, []))
         if collection == "carts":
             docs = with_cart_status(docs, now)
-        converter = DocumentConverter.for_collection(collection)
+        converter = DocumentConverter.for_collection(collection, id_type=id_type)
         page = converter.convert(docs, load_id="fixture", loaded_at_micros=loaded_at)
         assert not page.rejected, page.rejected[:3]
         identifier = f"{settings.iceberg_namespace}.{table_name}"

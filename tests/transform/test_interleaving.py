@@ -27,7 +27,7 @@ import pytest
 from flows.demo.changes import apply_change_batch
 from flows.demo.generator import Dataset
 from flows.demo.server import DemoServer
-from flows.demo.store import Store, format_timestamp
+from flows.demo.store import format_timestamp
 from flows.lakehouse.load import LoadMode, load_collection, prepare_lakehouse
 from flows.transform.dbt_project import open_duckdb, run_dbt
 from tests.transform.conftest import Lakehouse, demo_settings
@@ -92,7 +92,7 @@ def differences(
 def interleaved_lakehouse(
     tmp_path_factory: pytest.TempPathFactory, demo_dataset_small: Dataset
 ) -> Iterator[Lakehouse]:
-    store = Store(demo_dataset_small.collections, demo_dataset_small.reference_time)
+    store = demo_dataset_small.store()
     server = DemoServer(store, seed=7).start()
     try:
         settings = demo_settings(Path(tmp_path_factory.mktemp("interleaving")), server)

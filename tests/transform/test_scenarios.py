@@ -88,7 +88,7 @@ def test_a_customer_referenced_but_not_loaded_warns_and_gets_an_anonymous_row(
     row = loaded_lakehouse.query(
         f"select customer_name, customer_email, customer_since, is_unknown_customer, "
         f"total_orders, orders_placed, customer_segment from {MARTS}.dim_customers "
-        f"where customer_id = {gone}"
+        f"where customer_id = {gone!r}"
     )
     assert len(row) == 1
     name, email, since, unknown, _total, placed, segment = row[0]
@@ -96,7 +96,7 @@ def test_a_customer_referenced_but_not_loaded_warns_and_gets_an_anonymous_row(
     assert placed > 0 and segment is not None
     assert (
         loaded_lakehouse.query(
-            f"select count(*) from {MARTS}.fact_orders where customer_id = {gone}"
+            f"select count(*) from {MARTS}.fact_orders where customer_id = {gone!r}"
         )[0][0]
         == placed
     )

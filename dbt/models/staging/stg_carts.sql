@@ -6,8 +6,8 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as cart_id,
-        cast(customer as {{ dbt.type_bigint() }}) as customer_id,
+        {{ payload_id('id') }} as cart_id,
+        {{ payload_id('customer') }} as customer_id,
         -- Payload computes a cart's status when it is read (active / purchased / abandoned):
         -- this is the value at load time, stale later; fact_carts derives the current one.
         status as loaded_status,

@@ -6,7 +6,7 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as category_id,
+        {{ payload_id('id') }} as category_id,
         title as category_name,
         slug as category_slug,
         {{ utc_timestamp('created_at') }} as created_at,

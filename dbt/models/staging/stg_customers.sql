@@ -12,7 +12,7 @@ customers as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as customer_id,
+        {{ payload_id('id') }} as customer_id,
         name as customer_name,
         lower(email) as customer_email,
         {{ utc_timestamp('created_at') }} as created_at,

@@ -10,14 +10,19 @@ items as (
     select *
     from {{ json_array_elements(
         'orders', 'id', 'items',
-        [('id', 'varchar'), ('product', 'bigint'), ('variant', 'bigint'), ('quantity', 'bigint')]
+        [
+            ('id', 'varchar'),
+            ('product', payload_id_json_type()),
+            ('variant', payload_id_json_type()),
+            ('quantity', 'bigint'),
+        ]
     ) }} as exploded
 ),
 
 renamed as (
     select
         "id" as order_item_id,
-        cast(parent_id as {{ dbt.type_bigint() }}) as order_id,
+        {{ payload_id('parent_id') }} as order_id,
         cast(position as {{ dbt.type_int() }}) as line_number,
         "product" as product_id,
         "variant" as variant_id,

@@ -6,8 +6,8 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as order_id,
-        cast(customer as {{ dbt.type_bigint() }}) as customer_id,
+        {{ payload_id('id') }} as order_id,
+        {{ payload_id('customer') }} as customer_id,
         lower(customer_email) as customer_email,
         status,
         cast(amount as {{ dbt.type_bigint() }}) as amount_cents,

@@ -6,13 +6,13 @@ products as (
 
 categories as (
     select *
-    from {{ json_array_elements('products', 'id', 'categories', none, 'bigint') }} as exploded
+    from {{ json_array_elements('products', 'id', 'categories', none, payload_id_json_type()) }} as exploded
 ),
 
 renamed as (
     select
-        cast(parent_id as {{ dbt.type_bigint() }}) as product_id,
-        cast(value as {{ dbt.type_bigint() }}) as category_id,
+        {{ payload_id('parent_id') }} as product_id,
+        {{ payload_id('value') }} as category_id,
         cast(position as {{ dbt.type_int() }}) as category_position
     from categories
     where value is not null

@@ -8,7 +8,7 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as product_id,
+        {{ payload_id('id') }} as product_id,
         title as product_name,
         slug as product_slug,
         description,

@@ -6,10 +6,10 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as transaction_id,
-        cast("order" as {{ dbt.type_bigint() }}) as order_id,
-        cast(cart as {{ dbt.type_bigint() }}) as cart_id,
-        cast(customer as {{ dbt.type_bigint() }}) as customer_id,
+        {{ payload_id('id') }} as transaction_id,
+        {{ payload_id('"order"') }} as order_id,
+        {{ payload_id('cart') }} as cart_id,
+        {{ payload_id('customer') }} as customer_id,
         lower(customer_email) as customer_email,
         payment_method,
         status,

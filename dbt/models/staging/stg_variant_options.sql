@@ -6,8 +6,8 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as variant_option_id,
-        cast(variant_type as {{ dbt.type_bigint() }}) as variant_type_id,
+        {{ payload_id('id') }} as variant_option_id,
+        {{ payload_id('variant_type') }} as variant_type_id,
         label as option_label,
         value as option_value,
         _variant_options_options_order as sort_key,

@@ -7,13 +7,13 @@ variants as (
 
 options as (
     select *
-    from {{ json_array_elements('variants', 'id', 'options', none, 'bigint') }} as exploded
+    from {{ json_array_elements('variants', 'id', 'options', none, payload_id_json_type()) }} as exploded
 ),
 
 renamed as (
     select
-        cast(parent_id as {{ dbt.type_bigint() }}) as variant_id,
-        cast(value as {{ dbt.type_bigint() }}) as variant_option_id,
+        {{ payload_id('parent_id') }} as variant_id,
+        {{ payload_id('value') }} as variant_option_id,
         cast(position as {{ dbt.type_int() }}) as option_position
     from options
     where value is not null

@@ -6,7 +6,7 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as variant_type_id,
+        {{ payload_id('id') }} as variant_type_id,
         label as variant_type_label,
         name as variant_type_name,
         deleted_at is not null as is_deleted,

@@ -6,8 +6,8 @@ source as (
 
 renamed as (
     select
-        cast(id as {{ dbt.type_bigint() }}) as variant_id,
-        cast(product as {{ dbt.type_bigint() }}) as product_id,
+        {{ payload_id('id') }} as variant_id,
+        {{ payload_id('product') }} as product_id,
         title as variant_name,
         case
             when coalesce(price_in_usd_enabled, true) then cast(price_in_usd as {{ dbt.type_bigint() }})
