@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 from pyiceberg.exceptions import NoSuchTableError
 
@@ -23,7 +24,7 @@ from flows.lakehouse.catalog import get_catalog
 from flows.lakehouse.identity import SOURCE_PROPERTY
 from flows.lakehouse.load import LoadMode
 from flows.settings import Settings
-from flows.source.payload import PayloadClient
+from flows.source.payload import PayloadClient, format_since
 
 
 def cursor_updated_at(table_state: str) -> str | None:
@@ -34,11 +35,19 @@ def cursor_updated_at(table_state: str) -> str | None:
     return updated_at or None
 
 
-def freshness_params(mode: LoadMode, table_state: str) -> dict[str, str]:
+def freshness_params(
+    mode: LoadMode, table_state: str, lookback_seconds: float = 0.0
+) -> dict[str, str]:
+    """The probe's query. Incremental: what the load itself would read, i.e. updated after the
+    cursor minus LOAD_CURSOR_LOOKBACK_SECONDS, so a late commit behind the cursor changes the
+    answer too."""
     params = {"limit": "1", "depth": "0", "sort": "-updatedAt", "trash": "true"}
     since = cursor_updated_at(table_state)
     if mode is LoadMode.INCREMENTAL and since is not None:
-        params["where[updatedAt][greater_than]"] = since
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        params["where[updatedAt][greater_than]"] = format_since(
+            moment - timedelta(seconds=lookback_seconds)
+        )
     return params
 
 
@@ -82,7 +91,9 @@ def source_freshness(
             if mode is not LoadMode.FULL_REFRESH and recorded not in (None, source):
                 tokens[collection] = f"loaded from another source: {recorded}"
                 continue
-            params = freshness_params(mode, table_states[collection])
+            params = freshness_params(
+                mode, table_states[collection], settings.load_cursor_lookback_seconds
+            )
             try:
                 tokens[collection] = freshness_token(client, collection, params)
             except Exception as error:  # any failure means "load it": never skip on a guess

@@ -144,6 +144,9 @@ def test_freshness_probe_asks_what_is_newer_than_the_cursor() -> None:
     incremental = freshness_params(LoadMode.INCREMENTAL, state)
     assert incremental["where[updatedAt][greater_than]"] == "2026-10-31T22:09:35.767Z"
     assert incremental["limit"] == "1" and incremental["sort"] == "-updatedAt"
+    # With the load's lookback: a document committed late, behind the cursor, is seen too.
+    behind = freshness_params(LoadMode.INCREMENTAL, state, lookback_seconds=300)
+    assert behind["where[updatedAt][greater_than]"] == "2026-10-31T22:04:35.767Z"
     # A reconcile or full refresh must see creates and hard deletes: the whole collection.
     assert "where[updatedAt][greater_than]" not in freshness_params(LoadMode.RECONCILE, state)
     assert "where[updatedAt][greater_than]" not in freshness_params(LoadMode.INCREMENTAL, "empty")
