@@ -92,15 +92,15 @@ def touch(scenario: Scenario, *collections: str, count: int = 3) -> None:
             store.update(collection, doc_id, {})
 
 
-def cancel_a_paid_order(scenario: Scenario) -> int:
+def cancel_a_paid_order(scenario: Scenario) -> Any:
     """Cancel one revenue-bearing order: the revenue the marts report must change."""
     store = scenario.server.store
     order = next(o for o in store.collections["orders"].values() if o["status"] in REVENUE_STATUSES)
     store.update("orders", order["id"], {"status": "cancelled"})
-    return int(order["id"])
+    return order["id"]  # an int, or an ObjectId / UUID string: the store's id type
 
 
-def fact_order(scenario: Scenario, order_id: int) -> list[dict[str, Any]]:
+def fact_order(scenario: Scenario, order_id: Any) -> list[dict[str, Any]]:
     rows = read_mart(scenario.catalog(), scenario.settings().iceberg_marts_namespace, "fact_orders")
     return [row for row in rows if row["order_id"] == order_id]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from flows.demo.store import Document
 from flows.lakehouse.fault_hook import hook_dir
@@ -237,6 +238,11 @@ def test_19_sigkill_inside_the_catalog_commit_then_rerun(
     from flows.orchestration.tasks import PAYLOAD_API_TAG
 
     scenario.client.reset_concurrency_limit_by_tag(PAYLOAD_API_TAG)
+    # Likewise its lakehouse-writer slot: a `prefect server` repossesses the expired lease, the
+    # test harness's server runs no services (see scenario 8).
+    scenario.client.update_global_concurrency_limit(
+        scenario.settings().lakehouse_writer_limit, GlobalConcurrencyLimitUpdate(active_slots=0)
+    )
     rerun = scenario.start_cli("--skip-dbt", name="rerun-after-commit-kill")
     assert rerun.wait(timeout=600) == 0, rerun.output[-3000:]
     scenario.assert_raw_equals_source(computed=True)
