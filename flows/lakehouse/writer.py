@@ -405,8 +405,12 @@ def _guard_deletions(
 ) -> None:
     """Refuse (before anything is written) to delete more than `plan.max_delete_share` of the
     table: a read that saw only part of the collection would look like mass deletion."""
+    # A full refresh onto another Payload (SourceMismatchError's way out) replaces the table on
+    # purpose: the old store's rows are meant to go.
+    switches_source = plan.replace_all and source_before not in (None, plan.source)
     if (
         plan.force_deletes
+        or switches_source
         or changes.deleted == 0
         or changes.deleted <= plan.max_delete_share * rows
     ):
